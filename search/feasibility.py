@@ -1,0 +1,81 @@
+"""What a budget leaves of a space, found by pricing alone (no training).
+
+The cheapest size is exact: the smallest architecture with the fewest bits. The cheapest latency
+is the fastest of the smallest architecture at every bit-width choice, and of the sampled
+candidates, as priced on the target; latency is not monotone in bit width, so each is priced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from search.spec import SpecError
+
+
+@dataclass
+class Survey:
+    samples: int
+    feasible: int
+    cheapest: dict[str, float]  # metric -> lowest reachable value
+    cheapest_candidate: dict[str, str]
+    limits: dict[str, float]
+    unreachable: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = []
+        if self.samples:
+            lines.append(f"  feasible share: {self.feasible}/{self.samples} sampled candidates "
+                         f"({self.feasible / self.samples:.0%}) fit the budget")
+        for metric, value in self.cheapest.items():
+            limit = self.limits.get(metric)
+            lines.append(f"  cheapest {metric}: {value:.4g}" + (f" (budget {limit:.4g})" if limit else "")
+                         + f"  [{self.cheapest_candidate[metric]}]")
+        return "\n".join(lines)
+
+
+def survey(spec, samples: int = 100, data=None) -> Survey:
+    import optuna
+
+    from search.datasets import load_dataset
+    from spaces import build_plan, extremes, space
+    from targets import get_target
+
+    data = data or load_dataset(spec.dataset, spec.search.seed)
+    target = get_target(spec.target)
+    limits = spec.budget.limits()
+    metrics = ("latency_ms", "size_kb", "peak_memory_kb")
+    best: dict[str, tuple[float, str]] = {}
+
+    def consider(cand) -> bool:
+        cost = target.price(build_plan(cand, data.input_shape, data.num_classes))
+        for m in metrics:
+            if m not in best or cost.metric(m) < best[m][0]:
+                best[m] = (cost.metric(m), cand.to_string())
+        return all(cost.metric(m) <= v for m, v in limits.items())
+
+    for cand in extremes(spec.space):
+        consider(cand)
+    feasible = 0
+    if samples:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.search.seed))
+        for _ in range(samples):
+            feasible += consider(space(study.ask(), spec.space))
+    if hasattr(target, "flush"):
+        target.flush()
+    report = Survey(samples, feasible, {m: v for m, (v, _) in best.items()},
+                    {m: c for m, (_, c) in best.items()}, limits)
+    for m, limit in limits.items():
+        if best[m][0] > limit:
+            report.unreachable.append(
+                f"budget.{m}: {limit:g} cannot be met: the cheapest candidate of the space reaches "
+                f"{best[m][0]:.4g} on {spec.target} (latency {best['latency_ms'][0]:.4g} ms, size "
+                f"{best['size_kb'][0]:.4g} KiB at best); raise the budget or allow smaller choices in 'space'")
+    return report
+
+
+def check_reachable(spec, data) -> None:
+    """Raise :class:`SpecError` when no candidate of the space can meet the budget."""
+    report = survey(spec, samples=0, data=data)
+    if report.unreachable:
+        raise SpecError(report.unreachable)

@@ -1,0 +1,179 @@
+"""The search spec: one YAML file declaring the dataset, the target device and its budget, the
+objectives, the space, the teacher and the search settings (pydantic v2, unknown keys refused).
+
+Relative paths in a spec (dataset path, teacher model, a target profile, storage file) are
+resolved against the spec file's folder, so a spec works from any working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spaces.config import SpaceSpec
+
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_kb": "minimize",
+              "peak_memory_kb": "minimize"}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used. ``problems`` holds one line per problem: field path, the value
+    given, what is allowed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    """What the device allows; each limit is optional. Budgets are constraints, not objectives."""
+
+    latency_ms: float | None = Field(default=None, gt=0)
+    size_kb: float | None = Field(default=None, gt=0)
+    peak_memory_kb: float | None = Field(default=None, gt=0)
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(default="digits", description="digits | imagefolder | npz | cifar10")
+    path: Path | None = Field(default=None, description="folder or file, for all but digits")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    limit: int | None = Field(default=None, ge=20, description="use at most this many images (seeded)")
+    image_size: int | None = Field(default=None, ge=8, le=224, description="resize images to this side")
+
+    @model_validator(mode="after")
+    def _known(self) -> DatasetSpec:
+        from search.datasets import dataset_sources
+
+        sources = dataset_sources()
+        if self.name not in sources:
+            raise ValueError(f"unknown dataset {self.name!r}; allowed: {', '.join(sorted(sources))}")
+        if sources[self.name].needs_path and self.path is None:
+            raise ValueError(f"dataset {self.name!r} needs a 'path'")
+        return self
+
+
+class TeacherSpec(_Strict):
+    """The distillation teacher: trained once per run (default), or an ONNX model from anywhere."""
+
+    onnx: Path | None = Field(default=None, description="a teacher ONNX model (N,C,H,W float -> logits)")
+    extra_epochs: int = Field(default=4, ge=0, description="epochs the trained teacher gets beyond a candidate's")
+
+
+class SearchSettings(_Strict):
+    trials: int = Field(default=30, ge=1)
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = Field(default=0, ge=0)
+    epochs: int = Field(default=8, ge=1, description="dense training epochs per candidate")
+    finetune_epochs: int = Field(default=2, ge=0, description="quantization-aware fine-tuning epochs after pruning")
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    workers: int = Field(default=1, ge=1, description="candidates trained at once on this machine")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    keep_weights: bool = Field(default=True, description="save each feasible candidate's trained weights")
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    target: str = Field(default="local-cpu", description="a registered target name or a profile .json path")
+    budget: Budget = Field(default_factory=Budget)
+    objectives: list[Literal["accuracy", "latency_ms", "size_kb", "peak_memory_kb"]] = Field(
+        default=["accuracy", "latency_ms", "size_kb"], min_length=1)
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    storage: str | None = Field(default=None, description="an Optuna storage URL; default: a journal file in the run directory")
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"objectives must be distinct, got {v}")
+        if "accuracy" not in v:
+            raise ValueError("objectives must include 'accuracy'")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        from targets.registry import is_target, list_targets
+
+        if not is_target(v):
+            raise ValueError(f"unknown target {v!r}; registered: {', '.join(list_targets())}, "
+                             "or the path of an existing profile .json")
+        return v
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _resolve(data: Any, base: Path) -> Any:
+    """Resolve the spec's relative paths against ``base`` (before validation)."""
+    if not isinstance(data, dict):
+        return data
+
+    def fix(section: Any, key: str, only_files: bool = False) -> None:
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            value = section[key]
+            if only_files and not value.endswith(".json"):
+                return
+            if "://" not in value and not Path(value).is_absolute():
+                section[key] = str((base / value).resolve())
+
+    fix(data.get("dataset"), "path")
+    fix(data.get("teacher"), "onnx")
+    fix(data, "target", only_files=True)
+    return data
+
+
+def _format(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown field (given {err['input']!r}); check the spelling, or see 'hwsearch spec-schema'"
+    if err["type"] == "missing":
+        return f"{loc}: required field is missing"
+    given = err.get("input")
+    shown = repr(given) if not isinstance(given, dict) else "{...}"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{loc}: {msg} (given {shown})"
+
+
+def parse_spec(data: Any, base: Path | None = None) -> Spec:
+    """Validate a spec given as data; raises :class:`SpecError` with one line per problem."""
+    if not isinstance(data, dict):
+        raise SpecError([f"(top level): a spec is a mapping of fields, got {type(data).__name__}"])
+    data = _resolve(dict(data), base or Path.cwd())
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError([_format(err) for err in e.errors()]) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a YAML spec with the safe loader and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError([f"{path}: cannot read the spec ({e.strerror or e})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError([f"{path}: not valid YAML ({str(e).splitlines()[0]})"]) from None
+    return parse_spec(data, path.parent.resolve())

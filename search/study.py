@@ -1,0 +1,103 @@
+"""The Optuna study of a run: storage, objectives as directions, budgets as constraints.
+
+The study is the single record of a search. Locally it is an append-only journal file in the run
+directory (safe for several processes on one host); a spec may name an RDB URL instead.
+Only the process that owns the study writes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+JOURNAL = "study.journal"
+INFEASIBLE_ACCURACY = 0.0  # told for a candidate over budget: it was never trained
+
+
+def storage_for(run_dir: Path, url: str | None = None):
+    """The study storage: the spec's URL, or the journal file in ``run_dir``."""
+    if url:
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
+
+
+def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    if kind == "tpe":
+        # constant liar: trials running in parallel are not proposed twice
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
+                                          n_startup_trials=min(10, max(4, n_trials // 4)))
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, min(50, n_trials // 4)))
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def open_study(spec, run_dir: Path) -> optuna.Study:
+    """Create the run's study, or load it when it exists (re-running continues it)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage_for(run_dir, spec.storage), study_name=spec.name,
+        directions=spec.directions, sampler=make_sampler(spec.search.sampler, spec.search.seed,
+                                                         spec.search.trials),
+        load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != spec.directions:
+        raise ValueError(f"the study {spec.name!r} in {run_dir} was created with other objectives; "
+                         "use another name or run directory")
+    if "objectives" not in study.user_attrs:
+        study.set_user_attr("objectives", list(spec.objectives))
+        study.set_user_attr("budget", spec.budget.limits())
+        study.set_user_attr("target", spec.target)
+    return study
+
+
+def load_study(run_dir: Path, storage: str | None = None, name: str | None = None) -> optuna.Study:
+    """Open an existing run's study for reading."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = storage_for(run_dir, storage) if storage or (run_dir / JOURNAL).exists() else None
+    if store is None:
+        raise FileNotFoundError(f"{run_dir}: no study here (expected {JOURNAL})")
+    names = optuna.get_all_study_names(store)
+    if not names:
+        raise FileNotFoundError(f"{run_dir}: the storage holds no study yet")
+    if name is None:
+        if len(names) > 1:
+            raise ValueError(f"{run_dir}: several studies ({', '.join(names)}); name one")
+        name = names[0]
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Finished trials count toward the spec's trial budget, except those cut by an interruption
+    (their candidates are queued again)."""
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return False
+    return not (trial.state == TrialState.FAIL and trial.user_attrs.get("requeued"))
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a killed driver as failed, and queue their parameters again.
+
+    Completed trials are never touched, and trial numbers are never reused: the re-queued
+    candidates get new numbers.
+    """
+    storage = study._storage  # the public Study API has no way to end another process's trial
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "failure_reason", "interrupted: the search was killed mid-trial")
+        storage.set_trial_user_attr(t._trial_id, "requeued", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+        recovered.append(t.number)
+    return recovered

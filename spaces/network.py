@@ -1,0 +1,305 @@
+"""Torch code that builds, prunes, quantizes and distils a candidate.
+
+The life of a network here is the classic deployment pipeline:
+
+1. :func:`build` makes the dense network of a plan (convolution + batch norm + activation);
+2. :func:`prune` ranks each block's expanded channels by the L1 norm of their expand filters and
+   builds a *smaller dense network* without the pruned ones (channels physically removed);
+3. :func:`fold_batchnorm` folds every batch norm into its convolution (weights + bias), the form
+   that is deployed;
+4. :func:`enable_quantization` turns on fake quantization at the plan's bit widths: per-channel
+   symmetric weights, per-tensor asymmetric activations (at the input of every convolution and of
+   the classifier), straight-through gradients. Training on from there is quantization-aware.
+
+:func:`distillation_loss` is the knowledge-distillation objective.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spaces.plan import BlockPlan, NetworkPlan
+
+BN_EPS = 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# Fake quantization
+# --------------------------------------------------------------------------------------------
+
+def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel symmetric fake quantization with a straight-through gradient.
+
+    Values land on ``scale * q`` with integer ``q`` in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``, so a
+    channel holds at most ``2^b - 1`` distinct values. ``bits >= 32`` returns ``w`` unchanged.
+    """
+    if bits >= 32:
+        return w
+    qmax = 2 ** (bits - 1) - 1
+    scale = weight_scale(w, bits)
+    q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+    return w + (q - w).detach()
+
+
+def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel scale of :func:`quantize_weight`, shaped to broadcast against ``w``."""
+    qmax = 2 ** (bits - 1) - 1
+    dims = tuple(range(1, w.dim()))
+    return w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / qmax
+
+
+class ActQuant(nn.Module):
+    """Per-tensor asymmetric fake quantization of activations, range tracked by an EMA.
+
+    Disabled (identity) until :func:`enable_quantization` sets ``bits`` below 32.
+    """
+
+    def __init__(self, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.bits = 32
+        self.momentum = momentum
+        self.register_buffer("lo", torch.zeros(()))
+        self.register_buffer("hi", torch.zeros(()))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+
+    def scale_zero_point(self) -> tuple[torch.Tensor, torch.Tensor]:
+        levels = 2**self.bits - 1
+        lo, hi = torch.clamp(self.lo, max=0.0), torch.clamp(self.hi, min=0.0)
+        scale = torch.clamp((hi - lo) / levels, min=1e-8)
+        zero = torch.clamp(torch.round(-lo / scale), 0, levels)
+        return scale, zero
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bits >= 32:
+            return x
+        if self.training:
+            lo, hi = x.detach().min(), x.detach().max()
+            if not bool(self.seen):
+                self.lo.copy_(lo), self.hi.copy_(hi), self.seen.fill_(True)
+            else:
+                self.lo.lerp_(lo, self.momentum), self.hi.lerp_(hi, self.momentum)
+        scale, zero = self.scale_zero_point()
+        q = (torch.clamp(torch.round(x / scale) + zero, 0, 2**self.bits - 1) - zero) * scale
+        return x + (q - x).detach()
+
+
+class QConv2d(nn.Conv2d):
+    """A convolution whose input and weights are fake-quantized once bits are set below 32."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.w_bits = 32
+        self.act_quant = ActQuant()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+
+
+class QLinear(nn.Linear):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.w_bits = 32
+        self.act_quant = ActQuant()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+ACTIVATION_MODULES = {"relu": nn.ReLU, "hswish": nn.Hardswish}
+
+
+class ConvBNAct(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: str | None = "relu") -> None:
+        super().__init__()
+        self.conv = QConv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn: nn.Module = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.act = ACTIVATION_MODULES[act]() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.reduce = QConv2d(channels, squeeze, 1, bias=True)
+        self.expand = QConv2d(squeeze, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3), keepdim=True)
+        s = F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+        return x * s
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, plan: BlockPlan, cmid: int) -> None:
+        super().__init__()
+        self.plan = plan
+        self.expand = ConvBNAct(plan.cin, cmid, 1, act=plan.act) if plan.has_expand else None
+        self.dw = ConvBNAct(cmid, cmid, plan.kernel, plan.stride, groups=cmid, act=plan.act)
+        self.se = SqueezeExcite(cmid, plan.se) if plan.se else None
+        self.project = ConvBNAct(cmid, plan.cout, 1, act=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.dw(y)
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project(y)
+        return x + y if self.plan.residual else y
+
+
+class Net(nn.Module):
+    """The network of a :class:`NetworkPlan` (dense before pruning, or pruned)."""
+
+    def __init__(self, plan: NetworkPlan, pruned: bool = False) -> None:
+        super().__init__()
+        self.plan = plan
+        self.pruned = pruned
+        st = plan.stem
+        self.stem = ConvBNAct(st.cin, st.cout, st.kernel, st.stride, act=st.act)
+        self.blocks = nn.Sequential(*(InvertedResidual(b, b.cmid if pruned else b.cmid_dense)
+                                      for b in plan.blocks))
+        self.classifier = QLinear(plan.head.cin, plan.head.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def build(plan: NetworkPlan, generator: torch.Generator | None = None) -> Net:
+    """The dense (unpruned) network of ``plan``, initialised from ``generator`` when given."""
+    net = Net(plan, pruned=False)
+    if generator is not None:
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", generator=generator)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01, generator=generator)
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
+def param_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def deployed_param_count(net: Net) -> int:
+    """Parameters after batch norm folding: conv/linear weights + one bias per output channel."""
+    n = 0
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            n += m.weight.numel() + m.weight.shape[0]
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# Structured pruning
+# --------------------------------------------------------------------------------------------
+
+def channel_importance(block: InvertedResidual) -> torch.Tensor:
+    """L1 norm of each expanded channel's expand filter (depthwise filter when not expanded)."""
+    w = block.expand.conv.weight if block.expand is not None else block.dw.conv.weight
+    return w.detach().abs().sum(dim=(1, 2, 3))
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, keep: torch.Tensor) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).data.copy_(getattr(src, name).data[keep])
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+def prune(net: Net) -> Net:
+    """A new, smaller dense network with each block's least important expanded channels removed.
+
+    Which share goes is the plan's (per stage). Layers without pruning are copied unchanged.
+    """
+    if net.pruned:
+        raise ValueError("this network is already pruned")
+    small = Net(net.plan, pruned=True)
+    small.stem.load_state_dict(net.stem.state_dict())
+    small.classifier.load_state_dict(net.classifier.state_dict())
+    for big_b, small_b in zip(net.blocks, small.blocks):
+        plan: BlockPlan = big_b.plan
+        if plan.cmid == plan.cmid_dense:
+            small_b.load_state_dict(big_b.state_dict())
+            continue
+        keep = torch.sort(torch.topk(channel_importance(big_b), plan.cmid).indices).values
+        with torch.no_grad():
+            small_b.expand.conv.weight.copy_(big_b.expand.conv.weight[keep])
+            _copy_bn(small_b.expand.bn, big_b.expand.bn, keep)
+            small_b.dw.conv.weight.copy_(big_b.dw.conv.weight[keep])
+            _copy_bn(small_b.dw.bn, big_b.dw.bn, keep)
+            if big_b.se is not None:
+                small_b.se.reduce.weight.copy_(big_b.se.reduce.weight[:, keep])
+                small_b.se.reduce.bias.copy_(big_b.se.reduce.bias)
+                small_b.se.expand.weight.copy_(big_b.se.expand.weight[keep])
+                small_b.se.expand.bias.copy_(big_b.se.expand.bias[keep])
+            small_b.project.conv.weight.copy_(big_b.project.conv.weight[:, keep])
+            small_b.project.bn.load_state_dict(big_b.project.bn.state_dict())
+    return small
+
+
+# --------------------------------------------------------------------------------------------
+# Batch norm folding and quantization-aware training
+# --------------------------------------------------------------------------------------------
+
+def fold_batchnorm(net: Net) -> Net:
+    """Fold every batch norm into its convolution, in place (the deployed form). Returns ``net``."""
+    for m in net.modules():
+        if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d):
+            bn = m.bn
+            factor = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            bias = bn.bias.detach() - bn.running_mean * factor
+            if m.conv.bias is not None:
+                bias = bias + m.conv.bias.detach() * factor
+            with torch.no_grad():
+                m.conv.weight.mul_(factor.view(-1, 1, 1, 1))
+            m.conv.bias = nn.Parameter(bias.clone())
+            m.bn = nn.Identity()
+    return net
+
+
+def enable_quantization(net: Net) -> Net:
+    """Turn on fake quantization at the plan's bit widths, in place. Returns ``net``."""
+    plan = net.plan
+    net.stem.conv.w_bits, net.stem.conv.act_quant.bits = plan.stem.w_bits, plan.stem.a_bits
+    for block in net.blocks:
+        for m in block.modules():
+            if isinstance(m, QConv2d):
+                m.w_bits, m.act_quant.bits = block.plan.w_bits, block.plan.a_bits
+    net.classifier.w_bits, net.classifier.act_quant.bits = plan.head.w_bits, plan.head.a_bits
+    return net
+
+
+# --------------------------------------------------------------------------------------------
+# Distillation
+# --------------------------------------------------------------------------------------------
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``.
+
+    ``teacher_T`` and ``student_T`` are the softmax at temperature ``T``; the ``T^2`` keeps the
+    gradient scale independent of ``T`` (Hinton et al., 2015). ``alpha == 0`` is plain
+    cross-entropy and needs no teacher.
+    """
+    ce = F.cross_entropy(student_logits, labels)
+    if alpha == 0.0:
+        return ce
+    if teacher_logits is None:
+        raise ValueError("alpha > 0 needs teacher logits")
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                  reduction="batchmean", log_target=True)
+    return alpha * t * t * kl + (1.0 - alpha) * ce

@@ -1,0 +1,73 @@
+"""The define-by-run search space: ``space(trial, config) -> Candidate``.
+
+A parameter is asked for only where it matters: no pruning ratio for a stage without expansion
+or when pruning is off, per-stage bits only when ``bits_per_stage``, no temperature when the
+space does not distil. A choice with a single option is not asked at all. Parameter names are
+stable (``s{i}_width``, ``w_bits`` ...): they are the study's record, so renaming one breaks
+resuming an older study.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from spaces.candidate import Candidate, Stage
+from spaces.config import SpaceSpec
+
+
+def _choose(trial: Any, name: str, choices: Sequence) -> Any:
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+
+
+def space(trial: Any, config: SpaceSpec) -> Candidate:
+    """Sample one candidate from ``config`` through an Optuna trial (or ``FixedTrial``)."""
+    stem = _choose(trial, "stem", config.stem_widths)
+    if not config.bits_per_stage:
+        w_bits = _choose(trial, "w_bits", config.weight_bits)
+        a_bits = _choose(trial, "a_bits", config.activation_bits)
+    stages = []
+    for i, st in enumerate(config.stages):
+        expand = _choose(trial, f"s{i}_expand", config.expand_ratios)
+        prune = _choose(trial, f"s{i}_prune", config.prune_ratios) if expand > 1 else 0.0
+        if config.bits_per_stage:
+            w_bits = _choose(trial, f"s{i}_w_bits", config.weight_bits)
+            a_bits = _choose(trial, f"s{i}_a_bits", config.activation_bits)
+        stages.append(Stage(
+            depth=_choose(trial, f"s{i}_depth", st.depths),
+            kernel=_choose(trial, f"s{i}_kernel", config.kernels),
+            expand=expand,
+            width=_choose(trial, f"s{i}_width", st.widths),
+            se=_choose(trial, f"s{i}_se", config.se),
+            act=_choose(trial, f"s{i}_act", config.activations),
+            prune=float(prune), w_bits=w_bits, a_bits=a_bits,
+        ))
+    temperature, alpha = 1.0, 0.0
+    if config.distill:
+        lo, hi = config.temperature
+        temperature = trial.suggest_float("kd_temperature", lo, hi, log=True) if lo < hi else lo
+        lo, hi = config.alpha
+        alpha = trial.suggest_float("kd_alpha", lo, hi) if lo < hi else lo
+    # Rounded so that candidate strings stay readable; the trial keeps the exact values.
+    return Candidate(stem=stem, stages=tuple(stages), temperature=round(temperature, 2),
+                     alpha=round(alpha, 2))
+
+
+def extremes(config: SpaceSpec) -> list[Candidate]:
+    """The smallest architecture of the space at every bit-width choice.
+
+    Size and memory are monotone in every architectural choice, so the smallest architecture
+    with the fewest bits reaches the space's minimum size exactly. Latency is not monotone in bit
+    width on real runtimes (int8 can be slower than fp32), so each bit-width pair is returned and
+    the caller takes the fastest as measured.
+    """
+    expand = min(config.expand_ratios)
+    prune = max(config.prune_ratios) if expand > 1 else 0.0
+    out = []
+    for w in config.weight_bits:
+        for a in config.activation_bits:
+            stages = tuple(Stage(depth=min(s.depths), kernel=min(config.kernels), expand=expand,
+                                 width=min(s.widths), se=min(config.se), act="relu" if "relu" in
+                                 config.activations else config.activations[0],
+                                 prune=prune, w_bits=w, a_bits=a) for s in config.stages)
+            out.append(Candidate(stem=min(config.stem_widths), stages=stages))
+    return out

@@ -1,0 +1,205 @@
+"""Emit runnable ONNX graphs for the layers of a :class:`~spaces.plan.NetworkPlan`.
+
+One emitter serves block profiling (random weights), whole-network measurement and export
+(trained weights). Each layer runs at a *precision* decided by its bit widths and the runtime:
+
+- ``fp32``: float convolutions. Weights below 32 bits are stored on their low-bit grid but run in
+  float, which is what a CPU runtime does with weight-only quantization;
+- ``int8``: QDQ format, the form onnxruntime fuses into integer kernels (QLinearConv ...):
+  per-channel symmetric int8 weights, per-tensor int8 activations, int32 biases. Bit widths below
+  8 are held on their grid inside int8 (no 4-bit kernels exist on CPU: measured, not assumed).
+
+Batch norm is already folded: every convolution has a bias. Graphs use opset 17.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from spaces.plan import BlockPlan, HeadPlan, StemPlan
+
+OPSET = 17
+PRECISIONS = ("fp32", "int8")
+
+
+def precision_of(w_bits: int, a_bits: int) -> str:
+    """How a CPU runtime executes a layer: integer kernels need both weights and activations <= 8."""
+    return "int8" if w_bits <= 8 and a_bits <= 8 else "fp32"
+
+
+@dataclass
+class ConvWeights:
+    weight: np.ndarray  # (out, in/groups, k, k) float32, already on its bit grid if quantized
+    bias: np.ndarray  # (out,) float32
+    in_scale: float = 0.05  # per-tensor activation scale of the input (int8 only)
+    in_zero: int | None = None  # int8 zero point; None: -128 after a ReLU (calibrated value), else 0
+
+
+@dataclass
+class LayerWeights:
+    """A layer's parameters by role: 'conv' (stem), 'expand', 'dw', 'se_reduce', 'se_expand',
+    'project', 'fc' (head), plus the output activation scale for int8 graphs."""
+
+    convs: dict[str, ConvWeights] = field(default_factory=dict)
+    out_scale: float = 0.05
+    out_zero: int | None = None
+
+
+class GraphBuilder:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._n = 0
+        self._after_relu: set[str] = set()
+
+    def name(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def const(self, array: np.ndarray, stem: str = "c") -> str:
+        n = self.name(stem)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), n))
+        return n
+
+    def node(self, op: str, inputs: list[str], stem: str | None = None, **attrs) -> str:
+        out = self.name(stem or op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def qdq(self, x: str, scale: float, zero: int | None) -> str:
+        """Quantize to int8 and back: marks ``x`` as an int8 tensor for the runtime.
+
+        A ReLU output's calibrated zero point is -128 (its range starts at 0); with it,
+        onnxruntime drops the ReLU into the integer kernel. ``zero=None`` applies that rule.
+        """
+        if zero is None:
+            zero = -128 if x in self._after_relu else 0
+        s = self.const(np.array(scale, np.float32), "s")
+        z = self.const(np.array(zero, np.int8), "z")
+        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, s, z]), s, z])
+
+    def conv(self, x: str, cw: ConvWeights, precision: str, stride: int = 1, groups: int = 1) -> str:
+        k = cw.weight.shape[-1]
+        attrs = dict(kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=groups)
+        if precision == "fp32":
+            w, b = self.const(cw.weight.astype(np.float32), "w"), self.const(cw.bias.astype(np.float32), "b")
+            return self.node("Conv", [x, w, b], **attrs)
+        x = self.qdq(x, cw.in_scale, cw.in_zero)
+        w_scale = np.abs(cw.weight).reshape(len(cw.weight), -1).max(axis=1).clip(1e-8) / 127.0
+        w_q = np.clip(np.round(cw.weight / w_scale[:, None, None, None]), -127, 127).astype(np.int8)
+        b_scale = (w_scale * cw.in_scale).astype(np.float32)
+        b_q = np.round(cw.bias / b_scale).astype(np.int32)
+        zeros8, zeros32 = np.zeros(len(w_scale), np.int8), np.zeros(len(w_scale), np.int32)
+        w = self.node("DequantizeLinear", [self.const(w_q, "wq"), self.const(w_scale.astype(np.float32), "ws"),
+                                           self.const(zeros8, "wz")], axis=0)
+        b = self.node("DequantizeLinear", [self.const(b_q, "bq"), self.const(b_scale, "bs"),
+                                           self.const(zeros32, "bz")], axis=0)
+        return self.node("Conv", [x, w, b], **attrs)
+
+    def act(self, x: str, kind: str | None) -> str:
+        if kind is None:
+            return x
+        y = self.node({"relu": "Relu", "hswish": "HardSwish"}[kind], [x])
+        if kind == "relu":
+            self._after_relu.add(y)
+        return y
+
+    def model(self, inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]]) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "hwsearch",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in outputs],
+            initializer=self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="hwsearch")
+        model.ir_version = 8
+        return model
+
+
+def _out_qdq(g: GraphBuilder, y: str, lw: LayerWeights, precision: str) -> str:
+    return g.qdq(y, lw.out_scale, lw.out_zero) if precision == "int8" else y
+
+
+def emit_stem(g: GraphBuilder, x: str, layer: StemPlan, lw: LayerWeights) -> str:
+    p = precision_of(layer.w_bits, layer.a_bits)
+    y = g.act(g.conv(x, lw.convs["conv"], p, layer.stride), layer.act)
+    return _out_qdq(g, y, lw, p)
+
+
+def emit_block(g: GraphBuilder, x: str, layer: BlockPlan, lw: LayerWeights) -> str:
+    p = precision_of(layer.w_bits, layer.a_bits)
+    y = x
+    if layer.has_expand:
+        y = g.act(g.conv(y, lw.convs["expand"], p), layer.act)
+    y = g.act(g.conv(y, lw.convs["dw"], p, layer.stride, groups=layer.cmid), layer.act)
+    if layer.se:
+        s = g.node("GlobalAveragePool", [y])
+        s = g.act(g.conv(s, lw.convs["se_reduce"], p), "relu")
+        s = g.node("HardSigmoid", [g.conv(s, lw.convs["se_expand"], p)], alpha=1.0 / 6, beta=0.5)
+        y = g.node("Mul", [y, s])
+    y = g.conv(y, lw.convs["project"], p)
+    if layer.residual:
+        y = g.node("Add", [_out_qdq(g, x, lw, p) if p == "int8" else x, _out_qdq(g, y, lw, p)])
+    return _out_qdq(g, y, lw, p)
+
+
+def emit_head(g: GraphBuilder, x: str, layer: HeadPlan, lw: LayerWeights) -> str:
+    p = precision_of(layer.w_bits, layer.a_bits)
+    y = g.node("GlobalAveragePool", [x])
+    y = g.conv(y, lw.convs["fc"], p)  # a 1x1 convolution on the pooled map is the linear layer
+    return g.node("Flatten", [y], axis=1)
+
+
+EMITTERS = {StemPlan: emit_stem, BlockPlan: emit_block, HeadPlan: emit_head}
+
+
+def layer_shapes(layer: StemPlan | BlockPlan | HeadPlan) -> tuple[tuple, tuple]:
+    """Input and output shapes (batch 1) of a layer."""
+    if isinstance(layer, HeadPlan):
+        return (1, layer.cin, *layer.hw_in), (1, layer.num_classes)
+    return (1, layer.cin, *layer.hw_in), (1, layer.cout, *layer.hw_out)
+
+
+def conv_shapes(layer: StemPlan | BlockPlan | HeadPlan) -> dict[str, tuple[tuple, int]]:
+    """Weight shape and groups of every convolution of a layer, by role."""
+    if isinstance(layer, StemPlan):
+        return {"conv": ((layer.cout, layer.cin, layer.kernel, layer.kernel), 1)}
+    if isinstance(layer, HeadPlan):
+        return {"fc": ((layer.num_classes, layer.cin, 1, 1), 1)}
+    b, shapes = layer, {}
+    if b.has_expand:
+        shapes["expand"] = ((b.cmid, b.cin, 1, 1), 1)
+    shapes["dw"] = ((b.cmid, 1, b.kernel, b.kernel), b.cmid)
+    if b.se:
+        shapes["se_reduce"] = ((b.se, b.cmid, 1, 1), 1)
+        shapes["se_expand"] = ((b.cmid, b.se, 1, 1), 1)
+    shapes["project"] = ((b.cout, b.cmid, 1, 1), 1)
+    return shapes
+
+
+def random_weights(layer: StemPlan | BlockPlan | HeadPlan, rng: np.random.Generator) -> LayerWeights:
+    """Weights of the right shapes for timing: values do not change a dense kernel's speed."""
+    return LayerWeights({role: ConvWeights(rng.normal(0, 0.1, shape).astype(np.float32),
+                                           rng.normal(0, 0.1, shape[0]).astype(np.float32))
+                         for role, (shape, _) in conv_shapes(layer).items()})
+
+
+def layer_model(layer: StemPlan | BlockPlan | HeadPlan, weights: LayerWeights) -> onnx.ModelProto:
+    """A graph holding one layer alone, batch 1, for timing."""
+    g = GraphBuilder()
+    in_shape, out_shape = layer_shapes(layer)
+    y = EMITTERS[type(layer)](g, "x", layer, weights)
+    y = g.node("Identity", [y], "y")
+    return g.model([("x", in_shape)], [(y, out_shape)])
+
+
+def identity_model(shape: tuple) -> onnx.ModelProto:
+    """The empty graph: its run time is the runtime's fixed per-call overhead."""
+    g = GraphBuilder()
+    y = g.node("Identity", ["x"], "y")
+    return g.model([("x", shape)], [(y, shape)])

@@ -1,0 +1,54 @@
+"""Targets by name (refusing duplicates), or a profile file by path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from targets.base import Target
+
+_REGISTRY: dict[str, tuple[Callable[[], Target], str]] = {}
+_CACHE: dict[str, Target] = {}
+
+
+def register_target(name: str, description: str) -> Callable:
+    """Decorator registering a factory ``() -> Target`` under ``name``."""
+    def deco(factory: Callable[[], Target]) -> Callable[[], Target]:
+        if name in _REGISTRY:
+            raise ValueError(f"target {name!r} is already registered")
+        _REGISTRY[name] = (factory, description)
+        return factory
+    return deco
+
+
+def list_targets() -> dict[str, str]:
+    """Registered target names and their one-line descriptions."""
+    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+
+
+def is_target(name_or_path: str) -> bool:
+    return name_or_path in _REGISTRY or (name_or_path.endswith(".json") and Path(name_or_path).is_file())
+
+
+def get_target(name_or_path: str) -> Target:
+    """The target registered under a name, or the profile at a path (``.json``). One instance per
+    name in a process, so measurements made on first use are shared."""
+    if name_or_path not in _CACHE:
+        if name_or_path in _REGISTRY:
+            _CACHE[name_or_path] = _REGISTRY[name_or_path][0]()
+        elif name_or_path.endswith(".json"):
+            from targets.profiled import ProfileTarget
+
+            _CACHE[name_or_path] = ProfileTarget.load(name_or_path)
+        else:
+            known = ", ".join(sorted(_REGISTRY)) or "none"
+            raise KeyError(f"unknown target {name_or_path!r}: registered targets are {known}, "
+                           "or give the path of a profile .json")
+    return _CACHE[name_or_path]
+
+
+@register_target("local-cpu", "this host's CPU, onnxruntime, 1 thread, measured on first use")
+def _local_cpu() -> Target:
+    from targets.profiled import LocalCpuTarget
+
+    return LocalCpuTarget(threads=1)
