@@ -222,6 +222,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admits only the classes a CIFAR-10 batch holds: no code from the file can run."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str):

@@ -74,8 +74,10 @@ def survey(spec, samples: int = 100, data=None) -> Survey:
     return report
 
 
-def check_reachable(spec, data) -> None:
-    """Raise :class:`SpecError` when no candidate of the space can meet the budget."""
+def check_reachable(spec, data) -> Survey:
+    """Raise :class:`SpecError` when no candidate of the space can meet the budget; else return
+    the survey of the space's corners."""
     report = survey(spec, samples=0, data=data)
     if report.unreachable:
         raise SpecError(report.unreachable)
+    return report

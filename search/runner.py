@@ -34,7 +34,7 @@ from search.evaluate import Evaluation, TrainSettings, evaluate
 from search.feasibility import check_reachable
 from search.study import (INFEASIBLE_ACCURACY, counts_toward_budget, is_feasible, open_study,
                           recover_interrupted)
-from spaces import build_plan, space
+from spaces import build_plan, params_of, space
 from spaces.candidate import Candidate
 
 
@@ -107,7 +107,13 @@ def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = 
     t0 = time.perf_counter()
     data = load_dataset(spec.dataset, s.seed)
     target = get_target(spec.target)
-    check_reachable(spec, data)  # an impossible budget is reported before anything trains
+    corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
+    if spec.search.seed_corners and not history:
+        # Anchor the front at both ends: the fastest and the smallest candidate of the space.
+        for metric in ("latency_ms", "size_kb"):
+            cand = Candidate.from_string(corners.cheapest_candidate[metric])
+            study.enqueue_trial(params_of(cand, spec.space), user_attrs={"seeded": f"cheapest {metric}"},
+                                skip_if_exists=True)
     teacher = None
     if spec.space.distill:
         from search.teacher import teacher_logits

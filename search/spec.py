@@ -80,6 +80,8 @@ class SearchSettings(_Strict):
     workers: int = Field(default=1, ge=1, description="candidates trained at once on this machine")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_weights: bool = Field(default=True, description="save each feasible candidate's trained weights")
+    seed_corners: bool = Field(default=True, description=(
+        "start a new study with the space's fastest and smallest candidates, so the front spans the trade-off"))
 
 
 class Spec(_Strict):

@@ -247,7 +247,7 @@ def prune(net: Net) -> Net:
                 small_b.se.expand.bias.copy_(big_b.se.expand.bias[keep])
             small_b.project.conv.weight.copy_(big_b.project.conv.weight[:, keep])
             small_b.project.bn.load_state_dict(big_b.project.bn.state_dict())
-    return small
+    return small.train(net.training)
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,3 +71,45 @@ def extremes(config: SpaceSpec) -> list[Candidate]:
                                  prune=prune, w_bits=w, a_bits=a) for s in config.stages)
             out.append(Candidate(stem=min(config.stem_widths), stages=stages))
     return out
+
+
+def params_of(candidate: Candidate, config: SpaceSpec) -> dict[str, Any]:
+    """The trial parameters for which :func:`space` returns ``candidate`` (to enqueue it).
+
+    A candidate without distillation, in a space that distils, gets the middle of the
+    temperature and alpha ranges. Raises ``ValueError`` when the candidate is outside the space.
+    """
+    params: dict[str, Any] = {}
+
+    def put(name: str, value: Any, choices: Sequence) -> None:
+        if value not in choices:
+            raise ValueError(f"{name}={value!r} is not among the space's choices {list(choices)}")
+        if len(choices) > 1:
+            params[name] = value
+
+    if len(candidate.stages) != len(config.stages):
+        raise ValueError(f"the candidate has {len(candidate.stages)} stages, the space {len(config.stages)}")
+    put("stem", candidate.stem, config.stem_widths)
+    first = candidate.stages[0]
+    if not config.bits_per_stage:
+        put("w_bits", first.w_bits, config.weight_bits)
+        put("a_bits", first.a_bits, config.activation_bits)
+    for i, (st, choices) in enumerate(zip(candidate.stages, config.stages)):
+        put(f"s{i}_expand", st.expand, config.expand_ratios)
+        if st.expand > 1:
+            put(f"s{i}_prune", st.prune, config.prune_ratios)
+        if config.bits_per_stage:
+            put(f"s{i}_w_bits", st.w_bits, config.weight_bits)
+            put(f"s{i}_a_bits", st.a_bits, config.activation_bits)
+        put(f"s{i}_depth", st.depth, choices.depths)
+        put(f"s{i}_kernel", st.kernel, config.kernels)
+        put(f"s{i}_width", st.width, choices.widths)
+        put(f"s{i}_se", st.se, config.se)
+        put(f"s{i}_act", st.act, config.activations)
+    if config.distill:
+        (t_lo, t_hi), (a_lo, a_hi) = config.temperature, config.alpha
+        if t_lo < t_hi:
+            params["kd_temperature"] = candidate.temperature if candidate.distils else (t_lo * t_hi) ** 0.5
+        if a_lo < a_hi:
+            params["kd_alpha"] = candidate.alpha if candidate.distils else (a_lo + a_hi) / 2
+    return params

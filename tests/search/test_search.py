@@ -1,0 +1,176 @@
+"""End to end: real training, real onnxruntime pricing, real journal storage."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import search.runner as runner
+from search.datasets import load_dataset
+from search.evaluate import TrainSettings, TrialFailed, evaluate
+from search.results import RunResults
+from search.spec import parse_spec
+from search.study import load_study
+from spaces import Candidate, SpaceSpec, build_plan, space
+from targets.cost import size_kb
+from tests.conftest import REPO, hwsearch_cmd, tiny_spec
+
+pytestmark = pytest.mark.slow
+
+
+def median_size(spec) -> float:
+    """A size budget that cuts the tiny space roughly in half."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    sizes = [size_kb(build_plan(space(study.ask(), spec.space), (1, 8, 8), 10)) for _ in range(60)]
+    return float(np.median(sizes))
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Record every candidate that really gets trained (evaluate still runs for real)."""
+    seen = []
+    real = runner.evaluate
+
+    def recording(cand, *args, **kwargs):
+        seen.append(cand.to_string())
+        return real(cand, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", recording)
+    return seen
+
+
+def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path, trained):
+    spec = parse_spec(tiny_spec(search={"trials": 10}))
+    spec.budget.size_kb = median_size(spec)
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    trials = study.get_trials()
+    infeasible = [t for t in trials if t.user_attrs.get("status") == "infeasible"]
+    feasible = [t for t in trials if t.user_attrs.get("status") == "feasible"]
+    assert infeasible and feasible and len(trials) == 10
+    for t in infeasible:
+        assert t.constraints["size_kb"] > 0 and t.state == TrialState.COMPLETE
+        assert t.user_attrs["candidate"] not in trained
+        assert "curve" not in t.user_attrs and set(t.user_attrs["timings"]) == {"price_s"}
+        assert "over budget: size_kb" in t.user_attrs["infeasible_reason"]
+        assert not (tmp_path / "weights" / f"trial_{t.number}.pt").exists()
+    assert sorted(trained) == sorted(t.user_attrs["candidate"] for t in feasible)
+    for t in feasible:
+        assert t.constraints["size_kb"] <= 0
+        assert t.values[0] == t.user_attrs["accuracy"] > 0.1
+        assert [c["phase"] for c in t.user_attrs["curve"]] == ["dense", "finetune"]
+        assert {"price_s", "train_s", "prune_s", "finetune_s"} <= set(t.user_attrs["timings"])
+        assert (tmp_path / t.user_attrs["weights"]).exists()
+        blocks = t.user_attrs["cost"]["blocks"]
+        assert sum(ms for _, ms in blocks) == pytest.approx(t.user_attrs["latency_ms"])
+    # only feasible trials reach the Pareto front
+    assert {r.number for r in RunResults(tmp_path).pareto()} <= {t.number for t in feasible}
+
+
+def test_a_failing_candidate_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch):
+    spec = parse_spec(tiny_spec(search={"trials": 4}, space={"distill": False}))
+    calls = []
+    real = runner.evaluate
+
+    def second_fails(cand, *args, **kwargs):
+        calls.append(cand)
+        if len(calls) == 2:
+            raise FloatingPointError("loss exploded on purpose")
+        return real(cand, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", second_fails)
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 3
+    failed = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
+    assert "FloatingPointError: loss exploded on purpose" in failed.user_attrs["failure_reason"]
+
+
+def test_nan_loss_fails_the_trial(tmp_path):
+    data = load_dataset(parse_spec(tiny_spec()).dataset, 0)
+    cand = Candidate.from_string("c8:ir_r1_k3_e3_c8_re_w32a32:ir_r1_k3_e1_c16_re_w32a32")
+    with pytest.raises(TrialFailed, match="loss became"):
+        evaluate(cand, data, None, TrainSettings(epochs=2, lr=1e30), seed=0)
+
+
+def test_evaluation_is_deterministic_given_the_seed():
+    data = load_dataset(parse_spec(tiny_spec()).dataset, 0)
+    cand = Candidate.from_string("c8:ir_r1_k3_e3_c8_re_p0.5_w8a8:ir_r1_k3_e1_c16_re_w8a8")
+    settings = TrainSettings(epochs=1, finetune_epochs=1)
+    a, b = (evaluate(cand, data, None, settings, seed=7) for _ in range(2))
+    assert a.accuracy == b.accuracy and a.curve == b.curve
+
+
+def _write_spec(tmp_path, **overrides):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec(**overrides)))
+    return path
+
+
+def _completed(run_dir) -> dict[int, tuple]:
+    try:
+        study = load_study(run_dir)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {t.number: tuple(t.values) for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE}
+
+
+def test_killing_a_run_and_rerunning_it_keeps_every_completed_trial(tmp_path):
+    spec = _write_spec(tmp_path, search={"trials": 12})
+    run_dir = tmp_path / "run"
+    cmd = [*hwsearch_cmd(), "run", str(spec), "--out", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while len(_completed(run_dir)) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _completed(run_dir)
+    assert 4 <= len(before) < 12, "the kill must land mid-search"
+
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr
+    study = load_study(run_dir)
+    after = {t.number: t for t in study.get_trials()}
+    for number, values in before.items():  # nothing completed was lost or changed
+        assert after[number].state == TrialState.COMPLETE and tuple(after[number].values) == values
+    assert len(after) == len({t._trial_id for t in after.values()})  # numbers not reused
+    counted = [t for t in after.values() if not t.user_attrs.get("requeued")]
+    assert len(counted) == 12 and all(t.state.is_finished() for t in after.values())
+    for t in after.values():
+        if t.user_attrs.get("requeued"):  # cut by the kill: failed with the reason, candidate re-run
+            assert t.state == TrialState.FAIL and "interrupted" in t.user_attrs["failure_reason"]
+            assert any(u.user_attrs.get("requeued_from") == t.number for u in after.values())
+
+
+def test_rerunning_continues_the_same_study_and_pareto_reads_it(tmp_path):
+    spec = _write_spec(tmp_path, search={"trials": 3})
+    run_dir = tmp_path / "run"
+    base = [*hwsearch_cmd(), "run", str(spec), "--out", str(run_dir), "--no-progress"]
+    assert subprocess.run(base, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    first = _completed(run_dir)
+    assert subprocess.run([*base, "--trials", "5"], cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    second = _completed(run_dir)
+    assert len(second) == 5 and all(second[n] == v for n, v in first.items())
+    out = subprocess.run([*hwsearch_cmd(), "pareto", str(run_dir), "--json"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    rows = json.loads(out.stdout)
+    assert rows and all(r["state"] == "complete" and r["candidate"] for r in rows)
+    text = subprocess.run([*hwsearch_cmd(), "pareto", str(run_dir)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120).stdout
+    assert "feasible Pareto-optimal" in text and rows[0]["candidate"] in text
+
+
+def test_two_workers_train_in_parallel_processes(tmp_path):
+    spec = parse_spec(tiny_spec(search={"trials": 4, "workers": 2}))
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    assert len({t.user_attrs["candidate"] for t in done}) == 4  # the sampler did not repeat itself
