@@ -121,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from search.datasets import DatasetError
     from search.spec import SpecError
+    from search.teacher import TeacherError
+    from targets.profile import ProfileError
 
     try:
         return args.fn(args)
     except SpecError as e:
         return _fail(e.problems)
-    except DatasetError as e:
+    except (DatasetError, TeacherError, ProfileError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue", file=sys.stderr)
