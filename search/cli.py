@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -54,19 +55,145 @@ def cmd_pareto(args) -> int:
         res = RunResults(args.run_dir)
     except (FileNotFoundError, ValueError) as e:
         return _fail(str(e))
-    rows = res.pareto()
+    if args.target:
+        target = _target_or_fail(args.target)
+        if isinstance(target, int):
+            return target
+        rows = res.pareto_on(args.target)
+    else:
+        rows = res.pareto()
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return 0
     counts = res.counts()
-    print(f"{args.run_dir}: {sum(counts.values())} trials ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); "
-          f"{len(rows)} feasible Pareto-optimal")
+    print(f"{args.run_dir}: {sum(counts.values())} trials ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})")
+    original = res.study.user_attrs.get("target", "?")
+    if args.target:
+        kind = "measured" if target.measured else "ESTIMATED from spec sheets, not measured"
+        print(f"re-priced on {target.name} ({kind}) instead of {original}, without retraining: "
+              f"{len(rows)} Pareto-optimal trained candidates, {sum(r.state != 'infeasible' for r in rows)} within budget")
+    else:
+        print(f"on {original}: {len(rows)} feasible Pareto-optimal")
     if res.budget:
         print("budget: " + ", ".join(f"{k} <= {v:g}" for k, v in res.budget.items()))
-    print(f"{'trial':>5}  {'accuracy':>8}  {'latency_ms':>10}  {'size_kb':>8}  {'peak_kb':>8}  candidate")
+    print(f"{'trial':>5}  {'accuracy':>8}  {'latency_ms':>10}  {'size_kb':>8}  {'peak_kb':>8}  "
+          + ("budget  " if args.target else "") + "candidate")
     for r in rows:
+        fits = ("fits    " if r.state != "infeasible" else "over    ") if args.target else ""
         print(f"{r.number:>5}  {r.accuracy:>8.2%}  {r.latency_ms:>10.4f}  {r.size_kb:>8.2f}  "
-              f"{r.peak_memory_kb:>8.2f}  {r.candidate}")
+              f"{r.peak_memory_kb:>8.2f}  {fits}{r.candidate}")
+    return 0
+
+
+def _target_or_fail(name: str):
+    """The target, or the exit code after printing why it cannot be used."""
+    from targets import get_target
+
+    try:
+        return get_target(name)
+    except KeyError as e:
+        return _fail(str(e.args[0]))
+
+
+def _space_and_input(args):
+    """The space, input shape and class count to work on: a spec's (its dataset gives the input
+    unless --input/--classes say), or the default space on 3x32x32 inputs with 10 classes."""
+    from spaces import SpaceSpec
+
+    config, shape, classes = SpaceSpec(), None, None
+    if args.spec:
+        spec = _load(args.spec)
+        config = spec.space
+        if not args.input:
+            from search.datasets import load_dataset
+
+            data = load_dataset(spec.dataset, spec.search.seed)
+            shape, classes = data.input_shape, data.num_classes
+    if args.input:
+        try:
+            shape = tuple(int(v) for v in args.input.split(","))
+            assert len(shape) == 3
+        except (ValueError, AssertionError):
+            raise SystemExit(_fail(f"--input: expected C,H,W such as 3,32,32, got {args.input!r}"))
+    shape = shape or (3, 32, 32)
+    classes = args.classes or classes or 10
+    return config, shape, classes
+
+
+def _bar(items, desc: str, total: int):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit=desc.rstrip("s"), dynamic_ncols=True, file=sys.stderr)
+
+
+def cmd_profile(args) -> int:
+    import onnxruntime as ort
+
+    from targets.profile import Profile
+    from targets.profiled import LocalCpuTarget, new_profile
+    from targets.profiler import profile_space
+
+    if args.provider not in ort.get_available_providers():
+        return _fail(f"--provider {args.provider} is not available in this onnxruntime "
+                     f"({ort.__version__}); available: {', '.join(ort.get_available_providers())}")
+    config, shape, classes = _space_and_input(args)
+    if args.target == "local-cpu" and not args.out:
+        if args.provider != "CPUExecutionProvider":
+            return _fail("local-cpu is the CPU provider; name another target to profile a GPU or NPU")
+        tgt = LocalCpuTarget(threads=args.threads)
+        profile, out = tgt.profile, tgt.path
+    else:
+        out = Path(args.out or f"{args.target}.json")
+        if out.exists():
+            profile = Profile.load(out)
+            d = profile.device
+            if (d.name, d.threads, d.provider, d.measured) != (args.target, args.threads, args.provider, True):
+                return _fail(f"{out} holds a profile of {d.name!r} ({d.threads} thread(s), {d.provider}, "
+                             f"measured={d.measured}); give another --out, or the same settings to resume it")
+            print(f"resuming {out}: {len(profile.entries)} layers and "
+                  f"{len(profile.calibration.samples)} networks already measured")
+        else:
+            profile = new_profile(args.target, args.threads, args.provider, args.kind)
+    print(f"profiling {profile.device.name} on {profile.device.host} with onnxruntime {profile.device.runtime_version}, "
+          f"{args.provider}, {args.threads} thread(s); input {'x'.join(map(str, shape))}, {classes} classes")
+    print(f"  space: {config.describe_size()}")
+    t0 = time.perf_counter()
+    profile_space(profile, config, shape, classes, out, args.threads, args.provider, networks=args.networks,
+                  every_width=args.every_width, progress=None if args.no_progress else _bar)
+    print(f"wrote {out} ({len(profile.entries)} layer entries) in {time.perf_counter() - t0:.0f}s")
+    if args.target != "local-cpu" or args.out:
+        print(f"use it with 'target: {out}' in a spec, or check it with: hwsearch latency-check --target {out}")
+    return 0
+
+
+def cmd_latency_check(args) -> int:
+    from targets.profiled import host_name
+    from targets.profiler import check_latency
+
+    target = _target_or_fail(args.target)
+    if isinstance(target, int):
+        return target
+    config, shape, classes = _space_and_input(args)
+    profile = getattr(target, "profile", None)
+    if profile is not None and profile.device.host != host_name():
+        print(f"warning: {target.name} was {'measured' if profile.device.measured else 'estimated'} for "
+              f"{profile.device.host}, not this host ({host_name()}): run latency-check on that device",
+              file=sys.stderr)
+    bar = None if args.json or args.no_progress else _bar
+    target.ensure_calibrated(config, shape, classes, progress=bar)
+    report = check_latency(target, config, shape, classes, n=args.n, seed=args.seed, progress=bar)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{target.name}: {report['n']} random networks of the space ({'x'.join(map(str, shape))} input), "
+          f"predicted vs measured end to end on this host ({report['threads']} thread(s), {report['provider']})")
+    print(f"  within +-10%:        {report['within_10pct']:.0%}")
+    print(f"  mean abs. error:     {report['mape']:.1%}")
+    print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
+    print("  worst cases:")
+    for w in report["worst"]:
+        print(f"    {w['error']:+7.1%}  predicted {w['predicted_ms']:.4f} ms, measured {w['measured_ms']:.4f} ms  "
+              f"{w['candidate']}")
     return 0
 
 
@@ -78,10 +205,17 @@ def cmd_schema(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    from targets import list_targets
+    from targets import get_target, target_names
 
-    for name, desc in list_targets().items():
-        print(f"{name:<16} {desc}")
+    print(f"{'target':<20} {'how':<10} {'kind':<5} {'layers':>7} {'calibrated on':>14}  device")
+    for name in target_names():
+        t = get_target(name)
+        p = t.profile
+        how = "measured" if p.device.measured else "ESTIMATED"
+        cal = f"{p.calibration.fitted_on} networks" if p.calibration.fitted_on else "-"
+        print(f"{name:<20} {how:<10} {p.device.kind:<5} {len(p.entries):>7} {cal:>14}  {t.description}")
+    print("\nEstimated profiles are derived from public spec-sheet figures (listed in each file), not measured:\n"
+          "profile the real device with 'hwsearch profile' for latencies you can trust.")
     return 0
 
 
@@ -107,12 +241,39 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("pareto", help="print the feasible Pareto-optimal candidates of a run")
     pa.add_argument("run_dir")
     pa.add_argument("--json", action="store_true")
+    pa.add_argument("--target", help="re-price the trained candidates on another target (name or profile .json)")
     pa.set_defaults(fn=cmd_pareto)
+
+    def space_args(c) -> None:
+        c.add_argument("--spec", help="the spec whose space to use (default: the default space)")
+        c.add_argument("--input", help="input shape C,H,W (default: the spec dataset's, else 3,32,32)")
+        c.add_argument("--classes", type=int, help="number of classes (default: the dataset's, else 10)")
+        c.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    pr = sub.add_parser("profile", help="measure a device profile of a space with onnxruntime, on this host")
+    pr.add_argument("--target", required=True, help="the device's name (local-cpu: this host's cached profile)")
+    space_args(pr)
+    pr.add_argument("--out", help="profile file to write or resume (default: NAME.json; local-cpu: its cache)")
+    pr.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    pr.add_argument("--provider", default="CPUExecutionProvider",
+                    help="onnxruntime execution provider, e.g. CUDAExecutionProvider on a Jetson")
+    pr.add_argument("--kind", choices=["cpu", "gpu", "npu", "mcu"], help="device kind (default from the provider)")
+    pr.add_argument("--networks", type=int, default=40, help="whole networks measured for the calibration")
+    pr.add_argument("--every-width", action="store_true", help="measure every pruned width, interpolate none")
+    pr.set_defaults(fn=cmd_profile)
+
+    lc = sub.add_parser("latency-check", help="predicted vs measured latency of random whole networks, on this host")
+    lc.add_argument("--target", default="local-cpu")
+    space_args(lc)
+    lc.add_argument("--n", type=int, default=50, help="random networks to measure (default 50)")
+    lc.add_argument("--seed", type=int, default=1, help="sampling seed (0 is the calibration's own)")
+    lc.add_argument("--json", action="store_true", help="print one JSON object")
+    lc.set_defaults(fn=cmd_latency_check)
 
     s = sub.add_parser("spec-schema", help="print the spec's JSON schema")
     s.set_defaults(fn=cmd_schema)
 
-    t = sub.add_parser("targets", help="list the registered targets")
+    t = sub.add_parser("targets", help="list the targets: measured or estimated, and what they hold")
     t.set_defaults(fn=cmd_targets)
     return p
 
@@ -122,13 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     from search.datasets import DatasetError
     from search.spec import SpecError
     from search.teacher import TeacherError
-    from targets.profile import ProfileError
+    from targets.profile import ProfileError, UnpriceableError
 
     try:
         return args.fn(args)
     except SpecError as e:
         return _fail(e.problems)
-    except (DatasetError, TeacherError, ProfileError) as e:
+    except (DatasetError, TeacherError, ProfileError, UnpriceableError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue", file=sys.stderr)

@@ -42,6 +42,7 @@ def survey(spec, samples: int = 100, data=None) -> Survey:
 
     data = data or load_dataset(spec.dataset, spec.search.seed)
     target = get_target(spec.target)
+    target.ensure_calibrated(spec.space, data.input_shape, data.num_classes)
     limits = spec.budget.limits()
     metrics = ("latency_ms", "size_kb", "peak_memory_kb")
     best: dict[str, tuple[float, str]] = {}

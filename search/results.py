@@ -5,7 +5,7 @@ It never writes to the study.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from search.study import is_feasible, load_study
@@ -26,6 +26,20 @@ class Row:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def value(self, objective: str) -> float:
+        return getattr(self, objective)
+
+
+def non_dominated(rows: list[Row], objectives: list[str]) -> list[Row]:
+    """The rows no other row dominates (accuracy maximised, costs minimised)."""
+    sign = {o: (-1.0 if o == "accuracy" else 1.0) for o in objectives}
+    vals = [tuple(sign[o] * r.value(o) for o in objectives) for r in rows]
+
+    def dominates(a, b):
+        return all(x <= y for x, y in zip(a, b)) and a != b
+
+    return [r for r, v in zip(rows, vals) if not any(dominates(w, v) for w in vals)]
 
 
 class RunResults:
@@ -60,6 +74,46 @@ class RunResults:
         """The feasible Pareto-optimal trials, by accuracy (best first)."""
         front = [t for t in self.study.best_trials if is_feasible(t)]
         return sorted((self.row(t) for t in front), key=lambda r: (-(r.accuracy or 0), r.latency_ms or 0))
+
+    def input(self) -> tuple[tuple[int, int, int], int]:
+        """The input shape (C, H, W) and class count the run's candidates were built for."""
+        ua = self.study.user_attrs
+        if "input_shape" in ua:
+            return tuple(ua["input_shape"]), int(ua["num_classes"])
+        # Runs from before these were recorded: read the dataset the spec names.
+        from search.datasets import load_dataset
+        from search.spec import load_spec
+
+        spec = load_spec(self.run_dir / "spec.yaml")
+        data = load_dataset(spec.dataset, spec.search.seed)
+        return data.input_shape, data.num_classes
+
+    def repriced(self, target: str) -> list[Row]:
+        """Every trained trial, its latency, size and peak memory priced on another target
+        (a registered name or a profile path), without retraining. ``state`` says whether it
+        fits the run's budget there: ``complete`` or ``infeasible``."""
+        from spaces import Candidate, build_plan
+        from targets import get_target
+
+        tgt = get_target(target)
+        shape, classes = self.input()
+        limits, out = self.budget, []
+        for r in self.rows():
+            if r.accuracy is None or r.candidate is None or r.state not in ("complete", "pruned"):
+                continue
+            cost = tgt.price(build_plan(Candidate.from_string(r.candidate), shape, classes))
+            over = [m for m, v in limits.items() if cost.metric(m) > v]
+            out.append(replace(r, latency_ms=cost.latency_ms, size_kb=cost.size_kb,
+                               peak_memory_kb=cost.peak_memory_kb,
+                               state="infeasible" if over else r.state,
+                               reason=f"over budget on {tgt.name}: {', '.join(over)}" if over else None))
+        return out
+
+    def pareto_on(self, target: str) -> list[Row]:
+        """The Pareto-optimal trained candidates when priced on ``target``, by accuracy (best
+        first), whether or not they fit the budget there (see each row's ``state``)."""
+        front = non_dominated(self.repriced(target), self.objectives or ["accuracy", "latency_ms", "size_kb"])
+        return sorted(front, key=lambda r: (-(r.accuracy or 0), r.latency_ms or 0))
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -107,6 +107,10 @@ def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = 
     t0 = time.perf_counter()
     data = load_dataset(spec.dataset, s.seed)
     target = get_target(spec.target)
+    study.set_user_attr("input_shape", list(data.input_shape))
+    study.set_user_attr("num_classes", data.num_classes)
+    if target.ensure_calibrated(spec.space, data.input_shape, data.num_classes):
+        log(f"calibrated {target.name}'s latency model on whole networks of this space (once per space)")
     corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
     if spec.search.seed_corners and not history:
         # Anchor the front at both ends: the fastest and the smallest candidate of the space.

@@ -108,10 +108,10 @@ class Spec(_Strict):
     @field_validator("target")
     @classmethod
     def _target(cls, v: str) -> str:
-        from targets.registry import is_target, list_targets
+        from targets.registry import is_target, target_names
 
         if not is_target(v):
-            raise ValueError(f"unknown target {v!r}; registered: {', '.join(list_targets())}, "
+            raise ValueError(f"unknown target {v!r}; registered: {', '.join(target_names())}, "
                              "or the path of an existing profile .json")
         return v
 

@@ -138,37 +138,86 @@ def stage_strides(hw: int, n_stages: int) -> tuple[int, tuple[int, ...]]:
     return stem, tuple([1] * (n_stages - k) + [2] * k)
 
 
-def build_plan(candidate: Candidate, input_shape: tuple[int, int, int], num_classes: int) -> NetworkPlan:
+def _after(hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    return (_conv_out(hw[0], stride), _conv_out(hw[1], stride))
+
+
+def _stem(c: int, hw_in: tuple[int, int], stride: int, cout: int, act: str, w_bits: int, a_bits: int) -> StemPlan:
+    hw = _after(hw_in, stride)
+    return StemPlan(cin=c, cout=cout, kernel=STEM_KERNEL, stride=stride, hw_in=hw_in, hw_out=hw, act=act,
+                    w_bits=max(MIN_BITS_END_LAYERS, w_bits), a_bits=max(MIN_BITS_END_LAYERS, a_bits))
+
+
+def _block(si: int, bi: int, cin: int, stage, stride: int, hw: tuple[int, int]) -> BlockPlan:
+    hw_out = _after(hw, stride)
+    dense = cin * stage.expand
+    return BlockPlan(
+        name=f"s{si}.b{bi}", stage=si, index=bi, cin=cin,
+        cmid=kept_channels(dense, stage.prune) if stage.expand > 1 else dense,
+        cmid_dense=dense, cout=stage.width, kernel=stage.kernel, stride=stride,
+        se=se_channels(dense) if stage.se else 0, act=stage.act, hw_in=hw, hw_out=hw_out,
+        w_bits=stage.w_bits, a_bits=stage.a_bits,
+    )
+
+
+def _head(cin: int, num_classes: int, hw: tuple[int, int], w_bits: int, a_bits: int) -> HeadPlan:
+    return HeadPlan(cin=cin, num_classes=num_classes, hw_in=hw, w_bits=max(MIN_BITS_END_LAYERS, w_bits),
+                    a_bits=max(MIN_BITS_END_LAYERS, a_bits))
+
+
+def _check_input(input_shape: tuple[int, int, int], num_classes: int) -> None:
     c, h, w = input_shape
     if not (1 <= c <= 4 and 4 <= h <= 1024 and 4 <= w <= 1024):
         raise ValueError(f"input shape (C, H, W) = {input_shape} is outside 1-4 channels, 4-1024 pixels")
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
+
+
+def build_plan(candidate: Candidate, input_shape: tuple[int, int, int], num_classes: int) -> NetworkPlan:
+    _check_input(input_shape, num_classes)
+    c, h, w = input_shape
     stem_stride, strides = stage_strides(min(h, w), len(candidate.stages))
     first, last = candidate.stages[0], candidate.stages[-1]
-    hw = (_conv_out(h, stem_stride), _conv_out(w, stem_stride))
-    stem = StemPlan(
-        cin=c, cout=candidate.stem, kernel=STEM_KERNEL, stride=stem_stride, hw_in=(h, w), hw_out=hw,
-        act=first.act, w_bits=max(MIN_BITS_END_LAYERS, first.w_bits),
-        a_bits=max(MIN_BITS_END_LAYERS, first.a_bits),
-    )
-    blocks = []
-    cin = candidate.stem
+    stem = _stem(c, (h, w), stem_stride, candidate.stem, first.act, first.w_bits, first.a_bits)
+    blocks, cin, hw = [], candidate.stem, stem.hw_out
     for si, (stage, stride) in enumerate(zip(candidate.stages, strides)):
         for bi in range(stage.depth):
-            s = stride if bi == 0 else 1
-            hw_out = (_conv_out(hw[0], s), _conv_out(hw[1], s))
-            dense = cin * stage.expand
-            blocks.append(BlockPlan(
-                name=f"s{si}.b{bi}", stage=si, index=bi, cin=cin,
-                cmid=kept_channels(dense, stage.prune) if stage.expand > 1 else dense,
-                cmid_dense=dense, cout=stage.width, kernel=stage.kernel, stride=s,
-                se=se_channels(dense) if stage.se else 0, act=stage.act, hw_in=hw, hw_out=hw_out,
-                w_bits=stage.w_bits, a_bits=stage.a_bits,
-            ))
-            cin, hw = stage.width, hw_out
-    head = HeadPlan(
-        cin=cin, num_classes=num_classes, hw_in=hw, w_bits=max(MIN_BITS_END_LAYERS, last.w_bits),
-        a_bits=max(MIN_BITS_END_LAYERS, last.a_bits),
-    )
+            blocks.append(_block(si, bi, cin, stage, stride if bi == 0 else 1, hw))
+            cin, hw = stage.width, blocks[-1].hw_out
+    head = _head(cin, num_classes, hw, last.w_bits, last.a_bits)
     return NetworkPlan(candidate, (c, h, w), num_classes, stem, tuple(blocks), head)
+
+
+def reachable_layers(config, input_shape: tuple[int, int, int], num_classes: int) -> list:
+    """Every layer configuration that some candidate of ``config`` (a :class:`SpaceSpec`) has,
+    for this input: what a device profile of the space must price. Layers are built by the same
+    functions as :func:`build_plan`, so the two cannot disagree; names are not meaningful here."""
+    from itertools import product
+
+    from spaces.candidate import Stage
+
+    _check_input(input_shape, num_classes)
+    c, h, w = input_shape
+    stem_stride, strides = stage_strides(min(h, w), len(config.stages))
+    bits = list(product(config.weight_bits, config.activation_bits))
+    shapes = [(k, e, p, se, act) for k, e, se, act in product(config.kernels, config.expand_ratios, config.se,
+                                                               config.activations)
+              for p in (config.prune_ratios if e > 1 else [0.0])]
+    layers: list = [_stem(c, (h, w), stem_stride, cout, act, wb, ab) for cout, act, (wb, ab)
+                    in product(config.stem_widths, config.activations, bits)]
+    cins, hw = list(config.stem_widths), layers[0].hw_out
+    for si, (st, stride) in enumerate(zip(config.stages, strides)):
+        hw_next = _after(hw, stride)
+        # (input channels, stride, input size): the stage's first block, then its repeats.
+        entries = [(cin, stride, hw) for cin in cins]
+        if max(st.depths) > 1:
+            entries += [(None, 1, hw_next)]
+        for cin, s, hw_in in entries:
+            for width, (k, e, p, se, act), (wb, ab) in product(st.widths, shapes, bits):
+                stage = Stage(depth=1, kernel=k, expand=e, width=width, se=se, act=act, prune=p,
+                              w_bits=wb, a_bits=ab)
+                layers.append(_block(si, 0, width if cin is None else cin, stage, s, hw_in))
+        cins, hw = list(st.widths), hw_next
+    layers += [_head(cin, num_classes, hw, wb, ab) for cin, (wb, ab) in product(cins, bits)]
+    return layers
+

@@ -5,14 +5,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from spaces.plan import BlockPlan, HeadPlan, NetworkPlan, StemPlan
-from targets.cost import Cost, Latency, peak_memory_kb, size_kb
-from targets.profile import Calibration
+from targets.cost import Cost, Latency, layer_kelems, peak_memory_kb, precision_of, size_kb
+from targets.profile import FEATURES, Calibration, UnpriceableError
 
 Layer = StemPlan | BlockPlan | HeadPlan
+MIN_SHARE = 0.05  # a calibrated layer keeps at least this share of its own lookup: never 0
+
+__all__ = ["FEATURES", "Layer", "Target", "UnpriceableError", "network_features"]
 
 
-class UnpriceableError(LookupError):
-    """A target has no latency for a layer configuration; the message names what is missing."""
+def network_features(layers, lookups: list[Latency]) -> dict[str, float]:
+    """The calibration's features of a network: summed lookups and boundary traffic by precision."""
+    f = dict.fromkeys(FEATURES, 0.0)
+    for layer, lat in zip(layers, lookups):
+        p = precision_of(layer.w_bits, layer.a_bits)
+        f[f"{p}_ms"] += lat.mean_ms
+        f[f"{p}_kelems"] += layer_kelems(layer)
+    return f
 
 
 class Target(ABC):
@@ -42,15 +51,31 @@ class Target(ABC):
     def calibration(self) -> Calibration:
         return Calibration()
 
+    def ensure_calibrated(self, config, input_shape, num_classes, progress=None) -> bool:
+        """Make the latency model fit this space's whole networks; True when it measured. A
+        profile file was calibrated where it was measured, so by default there is nothing to do."""
+        return False
+
+    def lookups(self, plan: NetworkPlan) -> list[Latency]:
+        return [self.layer_latency(layer) for layer in plan.layers]
+
     def price(self, plan: NetworkPlan) -> Cost:
-        """Latency (layer lookups summed, plus overhead, calibrated), size and peak memory."""
-        parts = [(layer.name, self.layer_latency(layer)) for layer in plan.layers]
-        parts.append(("overhead", self.overhead()))
+        """Latency (layer lookups, calibrated on whole networks, plus overhead), size and peak memory.
+
+        The breakdown has one part per layer plus ``overhead`` and adds up to the total: a layer's
+        part is its lookup scaled and corrected for boundary traffic as the calibration says
+        (never below ``MIN_SHARE`` of its lookup).
+        """
         cal = self.calibration
-        total = sum(lat.mean_ms for _, lat in parts)
-        latency = cal.scale * total + cal.offset_ms
-        # The breakdown is scaled like the total, so that its parts add up to what is reported.
-        factor = latency / total if total > 0 else 1.0
-        blocks = tuple((name, lat.mean_ms * factor) for name, lat in parts)
+        coef = cal.coefficients()
+        parts = []
+        for layer, lat in zip(plan.layers, self.lookups(plan)):
+            p = precision_of(layer.w_bits, layer.a_bits)
+            ms = coef[f"{p}_ms"] * lat.mean_ms + coef[f"{p}_kelems"] * layer_kelems(layer)
+            parts.append((layer.name, max(ms, MIN_SHARE * lat.mean_ms)))
+        parts.append(("overhead", max(self.overhead().mean_ms + cal.offset_ms, 0.0)))
+        latency = sum(ms for _, ms in parts)
+        if not latency > 0:
+            raise UnpriceableError(f"target {self.name!r} prices {plan.candidate.to_string()} at {latency} ms")
         return Cost(latency_ms=latency, size_kb=size_kb(plan), peak_memory_kb=peak_memory_kb(plan),
-                    blocks=blocks)
+                    blocks=tuple(parts))

@@ -8,6 +8,13 @@ from dataclasses import dataclass, field
 from spaces.plan import BlockPlan, HeadPlan, NetworkPlan, StemPlan
 
 BIAS_BITS = 32
+PRECISIONS = ("fp32", "int8")
+
+
+def precision_of(w_bits: int, a_bits: int) -> str:
+    """How a CPU runtime executes a layer: integer kernels need both weights and activations <= 8
+    bits (weights below 8 bits are stored on their grid inside int8); anything else runs in fp32."""
+    return "int8" if w_bits <= 8 and a_bits <= 8 else "fp32"
 
 
 @dataclass(frozen=True)
@@ -108,3 +115,29 @@ def size_kb(plan: NetworkPlan) -> float:
 
 def peak_memory_kb(plan: NetworkPlan) -> float:
     return max(layer_peak_bits(layer) for layer in plan.layers) / 8 / 1024
+
+
+def layer_kelems(layer: StemPlan | BlockPlan | HeadPlan) -> float:
+    """Thousands of activation values entering and leaving a layer (its boundary traffic)."""
+    h, w = layer.hw_in
+    if isinstance(layer, HeadPlan):
+        return (layer.cin * h * w + layer.num_classes) / 1000
+    ho, wo = layer.hw_out
+    return (layer.cin * h * w + layer.cout * ho * wo) / 1000
+
+
+def layer_macs(layer: StemPlan | BlockPlan | HeadPlan) -> int:
+    """Multiply-accumulates of one inference of a layer (batch 1)."""
+    if isinstance(layer, StemPlan):
+        ho, wo = layer.hw_out
+        return layer.cin * layer.cout * layer.kernel**2 * ho * wo
+    if isinstance(layer, HeadPlan):
+        return layer.cin * layer.num_classes
+    b = layer
+    (h, w), (ho, wo) = b.hw_in, b.hw_out
+    macs = b.cmid * b.kernel**2 * ho * wo + b.cmid * b.cout * ho * wo
+    if b.has_expand:
+        macs += b.cin * b.cmid * h * w
+    if b.se:
+        macs += 2 * b.cmid * b.se
+    return macs

@@ -50,6 +50,10 @@ def time_model(model, input_shape: tuple, threads: int = 1, provider: str = DEFA
     """Time a model (``onnx.ModelProto`` or serialized bytes) on a random input of ``input_shape``."""
     data = model if isinstance(model, bytes) else model.SerializeToString()
     sess = session(data, threads, provider)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    return time_session(sess, {name: x}, **kwargs)
+    inp = sess.get_inputs()[0]
+    rng = np.random.default_rng(0)
+    if inp.type == "tensor(uint8)":
+        x = rng.integers(0, 256, input_shape, dtype=np.uint8)
+    else:
+        x = rng.standard_normal(input_shape).astype(np.float32)
+    return time_session(sess, {inp.name: x}, **kwargs)

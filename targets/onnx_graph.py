@@ -6,7 +6,7 @@ One emitter serves block profiling (random weights), whole-network measurement a
 - ``fp32``: float convolutions. Weights below 32 bits are stored on their low-bit grid but run in
   float, which is what a CPU runtime does with weight-only quantization;
 - ``int8``: QDQ format, the form onnxruntime fuses into integer kernels (QLinearConv ...):
-  per-channel symmetric int8 weights, per-tensor int8 activations, int32 biases. Bit widths below
+  per-channel symmetric int8 weights, per-tensor uint8 activations, int32 biases. Bit widths below
   8 are held on their grid inside int8 (no 4-bit kernels exist on CPU: measured, not assumed).
 
 Batch norm is already folded: every convolution has a bias. Graphs use opset 17.
@@ -21,14 +21,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from spaces.plan import BlockPlan, HeadPlan, StemPlan
+from targets.cost import precision_of
 
 OPSET = 17
-PRECISIONS = ("fp32", "int8")
-
-
-def precision_of(w_bits: int, a_bits: int) -> str:
-    """How a CPU runtime executes a layer: integer kernels need both weights and activations <= 8."""
-    return "int8" if w_bits <= 8 and a_bits <= 8 else "fp32"
+# Activations are uint8 (weights int8): the U8S8 form x86 kernels run (onnxruntime converts S8S8
+# QDQ to it anyway). A ReLU output's range starts at 0, so its zero point is 0; others sit at 128.
+ZERO_AFTER_RELU, ZERO_SIGNED = 0, 128
 
 
 @dataclass
@@ -36,7 +34,8 @@ class ConvWeights:
     weight: np.ndarray  # (out, in/groups, k, k) float32, already on its bit grid if quantized
     bias: np.ndarray  # (out,) float32
     in_scale: float = 0.05  # per-tensor activation scale of the input (int8 only)
-    in_zero: int | None = None  # int8 zero point; None: -128 after a ReLU (calibrated value), else 0
+    in_zero: int | None = None  # uint8 zero point; None: ZERO_AFTER_RELU after a ReLU, else ZERO_SIGNED
+    out_scale: float = 0.05  # per-tensor scale of the output, after the activation (int8 only)
 
 
 @dataclass
@@ -55,6 +54,19 @@ class GraphBuilder:
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
         self._after_relu: set[str] = set()
+        self._quantized: dict[str, str] = {}  # DequantizeLinear output -> its QuantizeLinear output
+
+    def dequantized(self, x_q: str, scale: float, zero: int) -> str:
+        """A graph input already in int8 (as between layers of an int8 network), dequantized."""
+        s = self.const(np.array(scale, np.float32), "s")
+        z = self.const(np.array(zero, np.uint8), "z")
+        y = self.node("DequantizeLinear", [x_q, s, z])
+        self._quantized[y] = x_q
+        return y
+
+    def quantized_source(self, x: str) -> str | None:
+        """The int8 tensor that ``x`` was dequantized from, if any."""
+        return self._quantized.get(x)
 
     def name(self, stem: str) -> str:
         self._n += 1
@@ -73,14 +85,20 @@ class GraphBuilder:
     def qdq(self, x: str, scale: float, zero: int | None) -> str:
         """Quantize to int8 and back: marks ``x`` as an int8 tensor for the runtime.
 
-        A ReLU output's calibrated zero point is -128 (its range starts at 0); with it,
+        A ReLU output's calibrated zero point is 0 (its range starts at 0); with it,
         onnxruntime drops the ReLU into the integer kernel. ``zero=None`` applies that rule.
+        A tensor is quantized once: ``x`` already dequantized from int8 is returned as it is.
         """
+        if x in self._quantized:
+            return x
         if zero is None:
-            zero = -128 if x in self._after_relu else 0
+            zero = ZERO_AFTER_RELU if x in self._after_relu else ZERO_SIGNED
         s = self.const(np.array(scale, np.float32), "s")
-        z = self.const(np.array(zero, np.int8), "z")
-        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, s, z]), s, z])
+        z = self.const(np.array(zero, np.uint8), "z")
+        q = self.node("QuantizeLinear", [x, s, z])
+        y = self.node("DequantizeLinear", [q, s, z])
+        self._quantized[y] = q
+        return y
 
     def conv(self, x: str, cw: ConvWeights, precision: str, stride: int = 1, groups: int = 1) -> str:
         k = cw.weight.shape[-1]
@@ -100,6 +118,19 @@ class GraphBuilder:
                                            self.const(zeros32, "bz")], axis=0)
         return self.node("Conv", [x, w, b], **attrs)
 
+    def conv_act(self, x: str, cw: ConvWeights, precision: str, act: str | None, stride: int = 1,
+                 groups: int = 1) -> str:
+        """A convolution and its activation, laid out as onnxruntime's QDQ quantizer lays them out
+        in int8: the output quantized once, a ReLU folded into that quantization (zero point
+        0 clamps at zero), any other activation run between two quantized tensors."""
+        y = self.conv(x, cw, precision, stride, groups)
+        if precision == "fp32":
+            return self.act(y, act)
+        if act == "relu":
+            return self.qdq(y, cw.out_scale, ZERO_AFTER_RELU)
+        y = self.qdq(y, cw.out_scale, ZERO_SIGNED)
+        return self.qdq(self.act(y, act), cw.out_scale, ZERO_SIGNED) if act else y
+
     def act(self, x: str, kind: str | None) -> str:
         if kind is None:
             return x
@@ -108,13 +139,20 @@ class GraphBuilder:
             self._after_relu.add(y)
         return y
 
-    def model(self, inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]]) -> onnx.ModelProto:
-        graph = helper.make_graph(
-            self.nodes, "hwsearch",
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs],
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in outputs],
-            initializer=self.inits,
-        )
+    def model(self, inputs: list[tuple], outputs: list[tuple]) -> onnx.ModelProto:
+        """Inputs and outputs as ``(name, shape)`` (float) or ``(name, shape, TensorProto type)``."""
+        def info(n, s, dtype=TensorProto.FLOAT):
+            return helper.make_tensor_value_info(n, dtype, list(s))
+
+        # Drop nodes nothing reads (a quantized output's unused dequantize): the runtime keeps them.
+        needed, nodes = {o[0] for o in outputs}, []
+        for n in reversed(self.nodes):
+            if any(o in needed for o in n.output):
+                nodes.append(n)
+                needed.update(n.input)
+        nodes.reverse()
+        graph = helper.make_graph(nodes, "hwsearch", [info(*i) for i in inputs],
+                                  [info(*o) for o in outputs], initializer=self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="hwsearch")
         model.ir_version = 8
@@ -127,25 +165,25 @@ def _out_qdq(g: GraphBuilder, y: str, lw: LayerWeights, precision: str) -> str:
 
 def emit_stem(g: GraphBuilder, x: str, layer: StemPlan, lw: LayerWeights) -> str:
     p = precision_of(layer.w_bits, layer.a_bits)
-    y = g.act(g.conv(x, lw.convs["conv"], p, layer.stride), layer.act)
-    return _out_qdq(g, y, lw, p)
+    return g.conv_act(x, lw.convs["conv"], p, layer.act, layer.stride)
 
 
 def emit_block(g: GraphBuilder, x: str, layer: BlockPlan, lw: LayerWeights) -> str:
     p = precision_of(layer.w_bits, layer.a_bits)
     y = x
     if layer.has_expand:
-        y = g.act(g.conv(y, lw.convs["expand"], p), layer.act)
-    y = g.act(g.conv(y, lw.convs["dw"], p, layer.stride, groups=layer.cmid), layer.act)
+        y = g.conv_act(y, lw.convs["expand"], p, layer.act)
+    y = g.conv_act(y, lw.convs["dw"], p, layer.act, layer.stride, groups=layer.cmid)
     if layer.se:
-        s = g.node("GlobalAveragePool", [y])
-        s = g.act(g.conv(s, lw.convs["se_reduce"], p), "relu")
-        s = g.node("HardSigmoid", [g.conv(s, lw.convs["se_expand"], p)], alpha=1.0 / 6, beta=0.5)
-        y = g.node("Mul", [y, s])
-    y = g.conv(y, lw.convs["project"], p)
+        s = _out_qdq(g, g.node("GlobalAveragePool", [y]), lw, p)
+        s = g.conv_act(s, lw.convs["se_reduce"], p, "relu")
+        s = g.conv_act(s, lw.convs["se_expand"], p, None)
+        s = _out_qdq(g, g.node("HardSigmoid", [s], alpha=1.0 / 6, beta=0.5), lw, p)
+        y = _out_qdq(g, g.node("Mul", [y, s]), lw, p)
+    y = g.conv_act(y, lw.convs["project"], p, None)
     if layer.residual:
-        y = g.node("Add", [_out_qdq(g, x, lw, p) if p == "int8" else x, _out_qdq(g, y, lw, p)])
-    return _out_qdq(g, y, lw, p)
+        y = _out_qdq(g, g.node("Add", [x, y]), lw, p)
+    return y
 
 
 def emit_head(g: GraphBuilder, x: str, layer: HeadPlan, lw: LayerWeights) -> str:
@@ -189,13 +227,45 @@ def random_weights(layer: StemPlan | BlockPlan | HeadPlan, rng: np.random.Genera
                          for role, (shape, _) in conv_shapes(layer).items()})
 
 
+def _int8_io(layer: StemPlan | BlockPlan | HeadPlan) -> tuple[bool, bool]:
+    """Whether a layer, inside an int8 network, takes and gives int8 tensors. The stem quantizes
+    the float image itself; the head gives float logits."""
+    if precision_of(layer.w_bits, layer.a_bits) != "int8":
+        return False, False
+    return not isinstance(layer, StemPlan), not isinstance(layer, HeadPlan)
+
+
 def layer_model(layer: StemPlan | BlockPlan | HeadPlan, weights: LayerWeights) -> onnx.ModelProto:
-    """A graph holding one layer alone, batch 1, for timing."""
+    """A graph holding one layer alone, batch 1, for timing.
+
+    An int8 layer takes and gives int8 tensors, as it does inside an int8 network, so its time
+    holds no quantize or dequantize steps that the network would not run.
+    """
     g = GraphBuilder()
     in_shape, out_shape = layer_shapes(layer)
-    y = EMITTERS[type(layer)](g, "x", layer, weights)
+    int8_in, int8_out = _int8_io(layer)
+    x = g.dequantized("x", 0.05, ZERO_SIGNED) if int8_in else "x"
+    y = EMITTERS[type(layer)](g, x, layer, weights)
+    out_type = TensorProto.FLOAT
+    if int8_out and g.quantized_source(y):
+        y, out_type = g.quantized_source(y), TensorProto.UINT8
     y = g.node("Identity", [y], "y")
-    return g.model([("x", in_shape)], [(y, out_shape)])
+    return g.model([("x", in_shape, TensorProto.UINT8 if int8_in else TensorProto.FLOAT)],
+                   [(y, out_shape, out_type)])
+
+
+def network_model(plan, weights: list[LayerWeights], batch: int | str = 1) -> onnx.ModelProto:
+    """The whole network of a :class:`~spaces.plan.NetworkPlan`, float image in, logits out."""
+    g = GraphBuilder()
+    x = "image"
+    for layer, lw in zip(plan.layers, weights):
+        x = EMITTERS[type(layer)](g, x, layer, lw)
+    y = g.node("Identity", [x], "logits")
+    return g.model([("image", (batch, *plan.input_shape))], [(y, (batch, plan.num_classes))])
+
+
+def random_network_weights(plan, rng: np.random.Generator) -> list[LayerWeights]:
+    return [random_weights(layer, rng) for layer in plan.layers]
 
 
 def identity_model(shape: tuple) -> onnx.ModelProto:

@@ -1,9 +1,10 @@
 """Device profiles: versioned JSON files of measured (or estimated) per-layer latencies.
 
 A profile is data, validated by pydantic on load; a corrupt file or another schema version
-fails with the file and the field named. Entries are keyed by :func:`layer_key`, a typed key of
+fails with the file and the field named. Entries are keyed by a :class:`BlockKey`, a typed key of
 everything that changes a layer's run time: kind, input size, channels, kernel, stride,
-squeeze-excite, activation and the precision the runtime executes it at.
+squeeze-excite, activation, residual and the precision the runtime executes it at. Pruned widths
+between measured ones are interpolated (:meth:`Profile.lookup`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,23 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from spaces.plan import BlockPlan, HeadPlan, StemPlan
-from targets.cost import Latency
-from targets.onnx_graph import precision_of
+from targets.cost import Latency, precision_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ALIGN_CAP = 16  # SIMD alignment classes: a channel count's largest power-of-two divisor, up to 16
 
 
 class ProfileError(ValueError):
     """A profile file that cannot be used; the message names the file and the field."""
+
+
+class UnpriceableError(LookupError):
+    """A target has no latency for a layer configuration; the message names what is missing."""
 
 
 class _Model(BaseModel):
@@ -39,7 +44,7 @@ class DeviceFacts(_Model):
     runtime_version: str
     provider: str = "CPUExecutionProvider"
     threads: int = Field(ge=1)
-    host: str
+    host: str = Field(description="the CPU or GPU model")
     measured_at: str
     measured: bool
     sources: list[str] = Field(default_factory=list, description="public figures an estimate rests on")
@@ -47,7 +52,7 @@ class DeviceFacts(_Model):
 
 class BitSupport(_Model):
     native: list[int] = Field(description="bit widths the runtime has kernels for")
-    executed_as: dict[str, str] = Field(description="bit width -> precision it runs at")
+    executed_as: dict[str, str] = Field(description="bit width -> how it runs (precision and storage)")
 
 
 class Entry(_Model):
@@ -63,21 +68,135 @@ class Entry(_Model):
         return cls(mean_ms=lat.mean_ms, std_ms=lat.std_ms, count=lat.count)
 
 
-class Calibration(_Model):
-    """Whole-network correction: ``measured = scale * (sum of layers + overhead) + offset_ms``."""
+FEATURES = ("fp32_ms", "int8_ms", "fp32_kelems", "int8_kelems")
 
-    scale: float = 1.0
+
+class Sample(_Model):
+    """One whole network measured end to end, with the features the calibration fits."""
+
+    candidate: str
+    input_shape: tuple[int, int, int]
+    features: dict[str, float]
+    measured_ms: float = Field(gt=0)
+
+
+class Calibration(_Model):
+    """Whole-network correction of the summed layer lookups, fitted on networks measured end to end::
+
+        latency = fp32_scale * fp32_ms + int8_scale * int8_ms
+                  + fp32_ms_per_kelem * fp32_kelems + int8_ms_per_kelem * int8_kelems
+                  + overhead + offset_ms
+
+    ``*_ms`` are the summed lookups of the layers run at that precision; ``*_kelems`` the
+    thousands of activation values entering and leaving them. A layer timed alone converts its
+    input and output between the graph's layout and the kernel's (NCHWc reorders, NHWC
+    transposes); inside a network that happens once, so those terms come out negative.
+    """
+
+    fp32_scale: float = 1.0
+    int8_scale: float = 1.0
+    fp32_ms_per_kelem: float = 0.0
+    int8_ms_per_kelem: float = 0.0
     offset_ms: float = 0.0
     fitted_on: int = Field(default=0, description="networks measured end to end for the fit")
+    spaces: list[str] = Field(default_factory=list, description="fingerprints of the spaces sampled")
+    fit_mape: float | None = Field(default=None, description="mean absolute % error on the fit networks")
+    samples: list[Sample] = Field(default_factory=list)
+
+    def coefficients(self) -> dict[str, float]:
+        return {"fp32_ms": self.fp32_scale, "int8_ms": self.int8_scale,
+                "fp32_kelems": self.fp32_ms_per_kelem, "int8_kelems": self.int8_ms_per_kelem}
+
+
+class BlockKey(NamedTuple):
+    """The typed key of a layer's entry; its string form is the key in the file, e.g.
+    ``ir|8x8|16-48-24|k3|s1|se12|hswish|res|int8`` (``mid`` 0: no expand convolution)."""
+
+    kind: Literal["stem", "ir", "head"]
+    h: int
+    w: int
+    cin: int
+    mid: int
+    cout: int
+    kernel: int
+    stride: int
+    se: int
+    act: str
+    residual: bool
+    precision: str
+
+    def __str__(self) -> str:
+        hw = f"{self.h}x{self.w}"
+        if self.kind == "stem":
+            return f"stem|{hw}|{self.cin}-{self.cout}|k{self.kernel}|s{self.stride}|{self.act}|{self.precision}"
+        if self.kind == "head":
+            return f"head|{hw}|{self.cin}-{self.cout}|{self.precision}"
+        return (f"ir|{hw}|{self.cin}-{self.mid}-{self.cout}|k{self.kernel}|s{self.stride}|se{self.se}|"
+                f"{self.act}|{'res' if self.residual else 'nores'}|{self.precision}")
+
+    @classmethod
+    def parse(cls, text: str) -> BlockKey:
+        try:
+            f = text.split("|")
+            h, w = map(int, f[1].split("x"))
+            if f[0] == "stem" and len(f) == 7:
+                cin, cout = map(int, f[2].split("-"))
+                return cls("stem", h, w, cin, 0, cout, int(f[3][1:]), int(f[4][1:]), 0, f[5], False, f[6])
+            if f[0] == "head" and len(f) == 4:
+                cin, cout = map(int, f[2].split("-"))
+                return cls("head", h, w, cin, 0, cout, 1, 1, 0, "none", False, f[3])
+            if f[0] == "ir" and len(f) == 9 and f[7] in ("res", "nores"):
+                cin, mid, cout = map(int, f[2].split("-"))
+                return cls("ir", h, w, cin, mid, cout, int(f[3][1:]), int(f[4][1:]), int(f[5][2:]), f[6],
+                           f[7] == "res", f[8])
+        except (ValueError, IndexError):
+            pass
+        raise ValueError(f"not a layer key: {text!r} (expected e.g. 'ir|8x8|16-48-24|k3|s1|se12|relu|res|int8')")
+
+    @property
+    def family(self) -> BlockKey:
+        """The key with its expanded width left out: entries that differ only by pruning."""
+        return self._replace(mid=-1)
+
+    @property
+    def align(self) -> int:
+        """SIMD alignment class of the expanded width: kernels change with it, so latency is
+        interpolated only between widths of the same class."""
+        return min(self.mid & -self.mid, ALIGN_CAP)
+
+
+def block_key(layer: StemPlan | BlockPlan | HeadPlan) -> BlockKey:
+    prec = precision_of(layer.w_bits, layer.a_bits)
+    h, w = layer.hw_in
+    if isinstance(layer, StemPlan):
+        return BlockKey("stem", h, w, layer.cin, 0, layer.cout, layer.kernel, layer.stride, 0, layer.act,
+                        False, prec)
+    if isinstance(layer, HeadPlan):
+        return BlockKey("head", h, w, layer.cin, 0, layer.num_classes, 1, 1, 0, "none", False, prec)
+    b = layer
+    return BlockKey("ir", h, w, b.cin, b.cmid if b.has_expand else 0, b.cout, b.kernel, b.stride, b.se, b.act,
+                    b.residual, prec)
+
+
+def layer_key(layer: StemPlan | BlockPlan | HeadPlan) -> str:
+    """The profile key of a layer, e.g. ``ir|8x8|16-48-24|k3|s1|se12|hswish|res|int8``."""
+    return str(block_key(layer))
 
 
 class Profile(_Model):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     device: DeviceFacts
     bits: BitSupport
     overhead_ms: Entry = Field(description="fixed per-inference cost of the runtime")
-    entries: dict[str, Entry] = Field(default_factory=dict)
+    entries: dict[str, Entry] = Field(default_factory=dict, description="layer key -> its latency alone")
     calibration: Calibration = Field(default_factory=Calibration)
+    _index: dict | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> Profile:
+        for k in self.entries:
+            BlockKey.parse(k)  # raises ValueError naming the key
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
@@ -88,14 +207,16 @@ class Profile(_Model):
             raise ProfileError(f"{path}: no such profile file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ProfileError(f"{path}: not a readable JSON profile ({e})") from None
-        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+        if not isinstance(data, dict):
+            raise ProfileError(f"{path}: a profile is a JSON object, got {type(data).__name__}")
+        if data.get("schema_version") != SCHEMA_VERSION:
             raise ProfileError(f"{path}: schema_version is {data.get('schema_version')!r}, "
                                f"this hwsearch reads version {SCHEMA_VERSION}")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}"
-                                 for err in e.errors())
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: "
+                                 f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
             raise ProfileError(f"{path}: invalid profile: {problems}") from None
 
     def save(self, path: str | Path) -> None:
@@ -103,24 +224,57 @@ class Profile(_Model):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(self.model_dump_json(indent=1))
-        os.replace(tmp, path)
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.model_dump_json(indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def add(self, key: BlockKey | str, entry: Entry) -> None:
+        self.entries[str(key)] = entry
+        self._index = None
+
+    def _families(self) -> dict:
+        if self._index is None:
+            index: dict = {}
+            for text, entry in self.entries.items():
+                k = BlockKey.parse(text)
+                if k.kind == "ir" and k.mid > 0:
+                    index.setdefault((k.family, k.align), []).append((k.mid, entry))
+            for points in index.values():
+                points.sort(key=lambda p: p[0])
+            self._index = index
+        return self._index
+
+    def lookup(self, layer: StemPlan | BlockPlan | HeadPlan) -> Latency:
+        """A layer's latency alone: its entry, or a linear interpolation in the expanded width
+        between the nearest measured widths of the same alignment class, same everything else.
+        Raises :class:`UnpriceableError` naming the key when neither exists."""
+        key = block_key(layer)
+        entry = self.entries.get(str(key))
+        if entry is not None:
+            return entry.latency()
+        if key.kind == "ir" and key.mid > 0:
+            points = self._families().get((key.family, key.align), [])
+            below = [p for p in points if p[0] < key.mid]
+            above = [p for p in points if p[0] > key.mid]
+            if below and above:
+                (m0, e0), (m1, e1) = below[-1], above[0]
+                t = (key.mid - m0) / (m1 - m0)
+                return Latency(e0.mean_ms + t * (e1.mean_ms - e0.mean_ms), max(e0.std_ms, e1.std_ms),
+                               min(e0.count, e1.count))
+            measured = ", ".join(str(m) for m, _ in points) or "none"
+            raise UnpriceableError(
+                f"no latency for layer {layer.name} ({key}) on {self.device.name!r}: expanded widths "
+                f"measured in its alignment class: {measured}; profile the space with 'hwsearch profile'")
+        raise UnpriceableError(f"no latency for layer {layer.name} ({key}) on {self.device.name!r}; "
+                               "profile the space with 'hwsearch profile'")
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def layer_key(layer: StemPlan | BlockPlan | HeadPlan) -> str:
-    """The profile key of a layer, e.g. ``ir|8x8|16-48-24|k3|s1|se12|hswish|int8``."""
-    prec = precision_of(layer.w_bits, layer.a_bits)
-    hw = f"{layer.hw_in[0]}x{layer.hw_in[1]}"
-    if isinstance(layer, StemPlan):
-        return f"stem|{hw}|{layer.cin}-{layer.cout}|k{layer.kernel}|s{layer.stride}|{layer.act}|{prec}"
-    if isinstance(layer, HeadPlan):
-        return f"head|{hw}|{layer.cin}-{layer.num_classes}|{prec}"
-    b = layer
-    mid = b.cmid if b.has_expand else 0  # 0: no expand convolution
-    return (f"ir|{hw}|{b.cin}-{mid}-{b.cout}|k{b.kernel}|s{b.stride}|se{b.se}|{b.act}|"
-            f"{'res' if b.residual else 'nores'}|{prec}")

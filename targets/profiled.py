@@ -4,34 +4,37 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from targets.base import Layer, Target, UnpriceableError
 from targets.cost import Latency
-from targets.measure import time_model
-from targets.onnx_graph import identity_model, layer_model, layer_shapes, random_weights
-from targets.profile import BitSupport, DeviceFacts, Entry, Profile, layer_key, now
+from targets.measure import DEFAULT_PROVIDER
+from targets.profile import BitSupport, DeviceFacts, Entry, Profile, ProfileError, block_key, now
 
-CPU_BITS = BitSupport(native=[8, 32], executed_as={"2": "int8", "4": "int8", "8": "int8",
-                                                    "16": "fp32", "32": "fp32"})
-OVERHEAD_SHAPE = (1, 3, 32, 32)
+CPU_BITS = BitSupport(native=[8, 32], executed_as={
+    "2": "int8 kernels, weights on a 2-bit grid held in int8",
+    "4": "int8 kernels, weights on a 4-bit grid held in int8 (no 4-bit CPU kernels)",
+    "8": "int8", "16": "fp32 (fp16 on CPU inserts casts around fp32 kernels)", "32": "fp32"})
 
 
 class ProfileTarget(Target):
-    """Prices with the entries of a profile file; a layer it has no entry for is unpriceable."""
+    """Prices with a profile's entries (interpolating pruned widths); a layer it has no entry for
+    is unpriceable."""
 
     def __init__(self, profile: Profile, name: str | None = None, path: Path | None = None) -> None:
         self.profile = profile
         self.name = name or profile.device.name
         self.path = path
-        kind = "measured" if profile.device.measured else "estimated"
-        self.description = f"{profile.device.host} ({profile.device.kind}, {kind})"
+        d = profile.device
+        kind = "measured" if d.measured else "ESTIMATED from spec sheets"
+        self.description = f"{d.host}, {d.kind}, {d.provider}, {d.threads} thread(s), {kind}"
 
     @classmethod
-    def load(cls, path: str | Path) -> ProfileTarget:
-        return cls(Profile.load(path), path=Path(path))
+    def load(cls, path: str | Path, name: str | None = None) -> ProfileTarget:
+        return cls(Profile.load(path), name=name, path=Path(path))
 
     @property
     def measured(self) -> bool:
@@ -45,13 +48,7 @@ class ProfileTarget(Target):
         return self.profile.overhead_ms.latency()
 
     def layer_latency(self, layer: Layer) -> Latency:
-        key = layer_key(layer)
-        entry = self.profile.entries.get(key)
-        if entry is None:
-            raise UnpriceableError(
-                f"target {self.name!r} has no latency for layer {layer.name} ({key}); "
-                f"profile the space on the device with 'hwsearch profile'")
-        return entry.latency()
+        return self.profile.lookup(layer)
 
 
 def cache_dir() -> Path:
@@ -69,13 +66,28 @@ def host_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def new_profile(name: str, threads: int = 1, provider: str = DEFAULT_PROVIDER, kind: str | None = None) -> Profile:
+    """An empty profile of this host, with its runtime's overhead measured."""
+    import onnxruntime as ort
+
+    from targets.profiler import measure_overhead
+
+    kind = kind or ("gpu" if provider.startswith(("CUDA", "Tensorrt", "ROCM", "Dml")) else "cpu")
+    facts = DeviceFacts(name=name, kind=kind, runtime_version=ort.__version__, provider=provider, threads=threads,
+                        host=host_name(), measured_at=now(), measured=True)
+    return Profile(device=facts, bits=CPU_BITS, overhead_ms=Entry.of(measure_overhead(threads, provider)))
+
+
 class LocalCpuTarget(ProfileTarget):
     """This host's CPU with onnxruntime at a fixed thread count, measured layer by layer on first
-    use and cached (``cache_dir()/local-cpu-<threads>t.json``).
+    use and cached (``cache_dir()/local-cpu-<threads>t.json``); ``hwsearch profile --target
+    local-cpu`` fills the same file ahead of time.
 
-    Each layer is exported alone as ONNX (fp32, or int8 QDQ when its weights and activations are
-    at most 8 bits), timed with warm-up and many repeats (median), and the runtime's per-call
-    overhead, timed on an empty graph, is subtracted from it and counted once per network.
+    A layer is looked up, else interpolated between measured pruned widths, else measured now:
+    exported alone as ONNX (fp32, or int8 QDQ when its weights and activations are at most 8
+    bits) and timed with warm-up and many repeats (median), less the runtime's per-call overhead,
+    which a network pays once. Before a search, :meth:`ensure_calibrated` measures whole networks
+    of the space once, so the sum of layers is calibrated to what a network really takes.
     """
 
     name = "local-cpu"
@@ -85,39 +97,49 @@ class LocalCpuTarget(ProfileTarget):
 
         self.threads = threads
         path = path or cache_dir() / f"local-cpu-{threads}t.json"
-        facts = DeviceFacts(name="local-cpu", kind="cpu", runtime_version=ort.__version__,
-                            threads=threads, host=host_name(), measured_at=now(), measured=True)
         profile = None
         if path.exists():
-            profile = Profile.load(path)
-            if profile.device.runtime_version != ort.__version__ or profile.device.host != facts.host:
+            try:
+                profile = Profile.load(path)
+            except ProfileError as e:
+                print(f"warning: {e}; measuring again", file=sys.stderr)
+            if profile and (profile.device.runtime_version != ort.__version__ or profile.device.host != host_name()):
                 profile = None  # measured with another runtime or on another CPU: measure again
-        if profile is None:
-            overhead = time_model(identity_model(OVERHEAD_SHAPE), OVERHEAD_SHAPE, threads)
-            profile = Profile(device=facts, bits=CPU_BITS, overhead_ms=Entry.of(overhead))
-        super().__init__(profile, name="local-cpu", path=path)
-        self.description = f"this host's CPU: {facts.host}, onnxruntime {ort.__version__}, {threads} thread(s), measured on first use"
+        super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
+        self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
+                            "measured on first use")
         self._rng = np.random.default_rng(0)
         self._dirty = False
 
     def layer_latency(self, layer: Layer) -> Latency:
-        key = layer_key(layer)
-        entry = self.profile.entries.get(key)
-        if entry is None:
-            lat = time_model(layer_model(layer, random_weights(layer, self._rng)), layer_shapes(layer)[0],
-                             self.threads)
-            # The layer alone still pays the per-call overhead once; the network pays it once in all.
-            net = max(lat.mean_ms - self.overhead().mean_ms, 0.05 * lat.mean_ms)
-            entry = Entry(mean_ms=net, std_ms=lat.std_ms, count=lat.count)
-            self.profile.entries[key] = entry
+        try:
+            return self.profile.lookup(layer)
+        except UnpriceableError:
+            from targets.profiler import measure_layer
+
+            entry = measure_layer(layer, self.overhead().mean_ms, self.threads, rng=self._rng)
+            self.profile.add(block_key(layer), entry)
             self._dirty = True
-        return entry.latency()
+            return entry.latency()
 
     def price(self, plan):
         try:
             return super().price(plan)
         finally:
             self.flush()
+
+    def ensure_calibrated(self, config, input_shape, num_classes, networks: int = 30, progress=None) -> bool:
+        """Calibrate on ``networks`` whole networks of this space unless done before (once per
+        space, input and host; about 10 s). Returns True when it measured."""
+        from targets.profiler import calibrate, space_fingerprint
+
+        if space_fingerprint(config, input_shape, num_classes) in self.profile.calibration.spaces:
+            return False
+        self.flush()
+        calibrate(self.profile, self.lookups, config, input_shape, num_classes, networks, self.path, self.threads,
+                  DEFAULT_PROVIDER, progress)
+        self._dirty = False
+        return True
 
     def flush(self) -> None:
         """Persist new measurements, merged with what other processes cached meanwhile."""
@@ -127,8 +149,11 @@ class LocalCpuTarget(ProfileTarget):
             try:
                 on_disk = Profile.load(self.path)
                 for k, v in on_disk.entries.items():
-                    self.profile.entries.setdefault(k, v)
-            except ValueError:
-                pass  # a corrupt cache is overwritten by what we hold
+                    if k not in self.profile.entries:
+                        self.profile.add(k, v)
+                if on_disk.calibration.fitted_on > self.profile.calibration.fitted_on:
+                    self.profile.calibration = on_disk.calibration
+            except ProfileError:
+                pass  # a corrupt or outdated cache is overwritten by what we hold
         self.profile.save(self.path)
         self._dirty = False

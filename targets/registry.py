@@ -1,4 +1,8 @@
-"""Targets by name (refusing duplicates), or a profile file by path."""
+"""Targets by name (refusing duplicates), or a profile file by path.
+
+Registered: ``local-cpu`` (this host, measured on first use) and every profile shipped in
+``targets/profiles/`` under its file name (``rpi4-a72`` ...), measured or estimated.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ from pathlib import Path
 
 from targets.base import Target
 
-_REGISTRY: dict[str, tuple[Callable[[], Target], str]] = {}
+_REGISTRY: dict[str, tuple[Callable[[], Target], str | Callable[[], str]]] = {}
 _CACHE: dict[str, Target] = {}
+SHIPPED = Path(__file__).parent / "profiles"
 
 
-def register_target(name: str, description: str) -> Callable:
-    """Decorator registering a factory ``() -> Target`` under ``name``."""
+def register_target(name: str, description: str | Callable[[], str]) -> Callable:
+    """Decorator registering a factory ``() -> Target`` under ``name``; the description may be
+    a callable, evaluated when targets are listed."""
     def deco(factory: Callable[[], Target]) -> Callable[[], Target]:
         if name in _REGISTRY:
             raise ValueError(f"target {name!r} is already registered")
@@ -23,7 +29,11 @@ def register_target(name: str, description: str) -> Callable:
 
 def list_targets() -> dict[str, str]:
     """Registered target names and their one-line descriptions."""
-    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+    return {name: desc() if callable(desc) else desc for name, (_, desc) in sorted(_REGISTRY.items())}
+
+
+def target_names() -> list[str]:
+    return sorted(_REGISTRY)
 
 
 def is_target(name_or_path: str) -> bool:
@@ -52,3 +62,19 @@ def _local_cpu() -> Target:
     from targets.profiled import LocalCpuTarget
 
     return LocalCpuTarget(threads=1)
+
+
+def _register_shipped(path: Path) -> None:
+    def factory() -> Target:
+        from targets.profiled import ProfileTarget
+
+        return ProfileTarget.load(path, name=path.stem)
+
+    def describe() -> str:
+        return factory().description
+
+    register_target(path.stem, describe)(factory)
+
+
+for _path in sorted(SHIPPED.glob("*.json")):
+    _register_shipped(_path)

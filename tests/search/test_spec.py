@@ -27,7 +27,7 @@ def test_defaults_make_a_valid_spec():
     ({"space": {"kernels": []}}, "space.kernels", "at least 1"),
     ({"dataset": {"name": "mnist"}}, "dataset", "allowed: cifar10, digits, imagefolder, npz"),
     ({"dataset": {"name": "npz"}}, "dataset", "needs a 'path'"),
-    ({"target": "pi9"}, "target", "registered: local-cpu"),
+    ({"target": "pi9"}, "target", "registered: jetson-orin-nano, local-cpu"),
     ({"objectives": ["latency_ms"]}, "objectives", "must include 'accuracy'"),
     ({"space": {"prune_ratios": [0.5], "expand_ratios": [1]}}, "space", "need an expand ratio > 1"),
     ({"serach": {}}, "serach", "unknown field"),
