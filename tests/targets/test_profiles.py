@@ -1,10 +1,8 @@
 """Device profiles: schema, typed keys, interpolation, the profiler and latency-check for real."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,12 +13,12 @@ import yaml
 from spaces import Candidate, SpaceSpec, build_plan
 from spaces.plan import reachable_layers
 from targets import Profile, ProfileError, UnpriceableError
-from targets.cost import Latency, precision_of
+from targets.cost import precision_of
 from targets.estimate import DEVICES, estimate_profile, shipped_layers
 from targets.measure import session
 from targets.onnx_graph import layer_model, network_model, random_network_weights, random_weights
 from targets.profile import BlockKey, Calibration, Entry, Sample, block_key
-from targets.profiled import LocalCpuTarget, ProfileTarget, new_profile
+from targets.profiled import ProfileTarget, new_profile
 from targets.profiler import MAX_GRID_RATIO, fit_calibration, profile_space, select_grid
 from tests.conftest import REPO, TINY_SPACE, hwsearch_cmd, tiny_spec
 
