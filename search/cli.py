@@ -112,8 +112,9 @@ def _space_and_input(args):
     if args.input:
         try:
             shape = tuple(int(v) for v in args.input.split(","))
-            assert len(shape) == 3
-        except (ValueError, AssertionError):
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
             raise SystemExit(_fail(f"--input: expected C,H,W such as 3,32,32, got {args.input!r}"))
     shape = shape or (3, 32, 32)
     classes = args.classes or classes or 10

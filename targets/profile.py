@@ -236,19 +236,26 @@ class Profile(_Model):
             raise
 
     def add(self, key: BlockKey | str, entry: Entry) -> None:
-        self.entries[str(key)] = entry
-        self._index = None
+        text = str(key)
+        replaced = text in self.entries
+        self.entries[text] = entry
+        if self._index is not None:
+            if replaced:
+                self._index = None  # rare: rebuilt on the next lookup
+            else:
+                self._index_one(BlockKey.parse(text) if isinstance(key, str) else key, entry)
+
+    def _index_one(self, k: BlockKey, entry: Entry) -> None:
+        if k.kind == "ir" and k.mid > 0:
+            points = self._index.setdefault((k.family, k.align), [])
+            points.append((k.mid, entry))
+            points.sort(key=lambda p: p[0])
 
     def _families(self) -> dict:
         if self._index is None:
-            index: dict = {}
+            self._index = {}
             for text, entry in self.entries.items():
-                k = BlockKey.parse(text)
-                if k.kind == "ir" and k.mid > 0:
-                    index.setdefault((k.family, k.align), []).append((k.mid, entry))
-            for points in index.values():
-                points.sort(key=lambda p: p[0])
-            self._index = index
+                self._index_one(BlockKey.parse(text), entry)
         return self._index
 
     def lookup(self, layer: StemPlan | BlockPlan | HeadPlan) -> Latency:

@@ -102,6 +102,10 @@ def test_interpolates_between_measured_widths_of_the_same_alignment_class():
         p.lookup(_pruned_block(24))  # class 8: only 40 measured, nothing below it
     with pytest.raises(UnpriceableError, match="16, 48"):
         p.lookup(_pruned_block(64))  # beyond the widest: never extrapolated
+    p.add(block_key(_pruned_block(80)), entry(0.050))  # an entry added after lookups is used at once
+    assert p.lookup(_pruned_block(64)).mean_ms == pytest.approx(0.040)
+    p.add(block_key(_pruned_block(80)), entry(0.070))  # and a re-measured one replaces the old
+    assert p.lookup(_pruned_block(64)).mean_ms == pytest.approx(0.050)
 
 
 def test_the_predictor_raises_on_an_unpriceable_block_and_never_returns_zero(tmp_path):
