@@ -40,10 +40,20 @@ def cmd_run(args) -> int:
     from search.runner import run_search
 
     spec = _load(args.spec)
+    s = spec.search
     if args.workers:
-        spec.search.workers = args.workers
+        s.workers = args.workers
+    if args.backend:
+        s.backend = args.backend
+    if args.address:
+        s.backend, s.address = "ray", args.address
+    if args.early_stopping is not None:
+        s.early_stopping.enabled = args.early_stopping
     run_dir = Path(args.out) if args.out else Path("runs") / spec.name
-    run_search(spec, run_dir, trials=args.trials, progress=not args.no_progress)
+    try:
+        run_search(spec, run_dir, trials=args.trials, progress=not args.no_progress)
+    except ConnectionError as e:  # ray.init could not reach --address
+        return _fail(f"cannot join the Ray cluster at {s.address}: {e}")
     print(f"results in {run_dir}; see them with: hwsearch pareto {run_dir}")
     return 0
 
@@ -236,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trials", type=int, help="total trials (default: the spec's)")
     r.add_argument("--out", help="run directory (default: runs/<name>)")
     r.add_argument("--workers", type=int, help="candidates trained at once (default: the spec's)")
+    r.add_argument("--backend", choices=["local", "ray"],
+                   help="local: this process or a process pool; ray: Ray actors (default: the spec's)")
+    r.add_argument("--address", help="join this Ray cluster (HOST:PORT of 'ray start --head'); implies --backend ray")
+    r.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=None,
+                   help="stop candidates that trail at a rung (MO-ASHA; default: the spec's)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
 

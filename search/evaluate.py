@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,7 +62,8 @@ def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
 
 
 def _epochs(net, phase: str, n: int, lr: float, data: tuple, teacher: torch.Tensor | None,
-            cand: Candidate, settings: TrainSettings, gen: torch.Generator, curve: list) -> None:
+            cand: Candidate, settings: TrainSettings, gen: torch.Generator, curve: list):
+    """Train ``n`` epochs; after each, append to ``curve`` and yield (epoch, validation accuracy)."""
     from spaces.network import distillation_loss
 
     x, y, xv, yv = data
@@ -88,8 +90,9 @@ def _epochs(net, phase: str, n: int, lr: float, data: tuple, teacher: torch.Tens
             sched.step()
             total += loss.item() * len(idx)
             count += len(idx)
-        curve.append({"phase": phase, "epoch": epoch + 1, "loss": total / count,
-                      "val_accuracy": accuracy(net, xv, yv)})
+        val = accuracy(net, xv, yv)
+        curve.append({"phase": phase, "epoch": epoch + 1, "loss": total / count, "val_accuracy": val})
+        yield epoch + 1, val
 
 
 @torch.no_grad()
@@ -120,6 +123,21 @@ def predict_logits(net: torch.nn.Module, x: np.ndarray, batch: int = 512) -> np.
 def evaluate(candidate: Candidate, data: Data, teacher_logits: np.ndarray | None,
              settings: TrainSettings, seed: int, keep_weights: bool = False) -> Evaluation:
     """Train, prune, quantize and score ``candidate``. Raises :class:`TrialFailed` on NaN loss."""
+    steps = evaluation_steps(candidate, data, teacher_logits, settings, seed, keep_weights)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def evaluation_steps(candidate: Candidate, data: Data, teacher_logits: np.ndarray | None,
+                     settings: TrainSettings, seed: int, keep_weights: bool = False
+                     ) -> Generator[tuple[int, float], None, Evaluation]:
+    """:func:`evaluate` as a generator, for early stopping: it yields ``(epoch, validation
+    accuracy)`` after each dense epoch and returns the :class:`Evaluation`. Whoever drives it may
+    stop at any yield (the candidate is then abandoned); driven to the end, it gives exactly what
+    :func:`evaluate` gives."""
     from spaces import network
 
     device = resolve_device(settings.device)
@@ -137,7 +155,8 @@ def evaluate(candidate: Candidate, data: Data, teacher_logits: np.ndarray | None
 
     t0 = time.perf_counter()
     net = network.build(plan, gen).to(device)
-    _epochs(net, "dense", settings.epochs, settings.lr, tensors, teacher, candidate, settings, gen, curve)
+    yield from _epochs(net, "dense", settings.epochs, settings.lr, tensors, teacher, candidate, settings,
+                       gen, curve)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -148,8 +167,9 @@ def evaluate(candidate: Candidate, data: Data, teacher_logits: np.ndarray | None
     t0 = time.perf_counter()
     network.enable_quantization(net)
     _calibrate(net, tensors[0])
-    _epochs(net, "finetune", settings.finetune_epochs, settings.lr * 0.3, tensors, teacher, candidate,
-            settings, gen, curve)
+    for _ in _epochs(net, "finetune", settings.finetune_epochs, settings.lr * 0.3, tensors, teacher,
+                     candidate, settings, gen, curve):
+        pass
     acc = accuracy(net, tensors[2], tensors[3])
     timings["finetune_s"] = time.perf_counter() - t0
     if not math.isfinite(acc):

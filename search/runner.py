@@ -1,17 +1,19 @@
-"""Run a search on this machine: the driver asks the sampler, prices, trains, and tells.
+"""Run a search: the driver asks the sampler, prices, trains through an executor, and tells.
 
 For each trial:
 
 1. the sampler proposes parameters and :func:`spaces.space` turns them into a ``Candidate``;
 2. the target prices it (no training): a candidate over budget is told at once as infeasible
-   (constraint values > 0) and never takes a training slot;
-3. a feasible one is trained, pruned, quantized and scored, in this process (``workers: 1``) or
-   in a pool of worker processes that received the dataset and teacher logits once;
+   (constraint values > 0) and never takes a worker;
+3. a feasible one is trained, pruned, quantized and scored on a worker of the executor
+   (:mod:`search.executors`: this process, a local process pool, or Ray actors). With early
+   stopping on, it pauses at each rung and the driver decides whether it goes on;
 4. the driver records values, constraints and attributes. It alone writes the study.
 
-A failure (NaN loss, an exception) is recorded with its reason and the search goes on. Killing
-the driver loses only the trials in flight: re-running continues the same study, and their
-candidates are queued again.
+A failure (NaN loss, an exception) is recorded with its reason and the search goes on. A worker
+that dies mid-trial (killed, out of memory, node lost) is replaced and the trial retried once,
+then recorded as failed. Killing the driver loses only the trials in flight: re-running continues
+the same study, and their candidates are queued again under new trial numbers.
 """
 
 from __future__ import annotations
@@ -21,27 +23,30 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from search.datasets import Data, load_dataset
-from search.evaluate import Evaluation, TrainSettings, evaluate
+from search.datasets import load_dataset
+from search.early_stopping import ParetoHalving, rungs_for
+from search.evaluate import Evaluation, TrainSettings
+from search.executors import Rung, WorkerLost, WorkerSetup
 from search.feasibility import check_reachable
 from search.study import (INFEASIBLE_ACCURACY, counts_toward_budget, is_feasible, open_study,
                           recover_interrupted)
 from spaces import build_plan, params_of, space
 from spaces.candidate import Candidate
 
+RETRIES = 1  # a trial whose worker died is run once more, then recorded as failed
+
 
 @dataclass
 class Tally:
     feasible: int = 0
     infeasible: int = 0
+    pruned: int = 0
     failed: int = 0
     best_accuracy: float = float("nan")
 
@@ -51,6 +56,8 @@ class Tally:
             self.failed += 1
         elif status == "infeasible":
             self.infeasible += 1
+        elif status == "pruned":
+            self.pruned += 1
         elif status == "feasible":
             self.feasible += 1
             acc = trial.user_attrs.get("accuracy", float("nan"))
@@ -59,29 +66,78 @@ class Tally:
 
     def postfix(self) -> dict:
         best = "-" if math.isnan(self.best_accuracy) else f"{self.best_accuracy:.2%}"
-        return {"feasible": self.feasible, "over budget": self.infeasible, "failed": self.failed,
-                "best acc": best}
+        out = {"trained": self.feasible, "over budget": self.infeasible}
+        if self.pruned:
+            out["stopped early"] = self.pruned
+        return {**out, "failed": self.failed, "best acc": best}
 
 
-# Worker side: the dataset and teacher logits arrive once per process, not once per trial.
-_WORKER: dict = {}
+@dataclass
+class Running:
+    """A trial on a worker slot."""
+
+    trial: optuna.Trial
+    candidate: Candidate
+    cost: object
+    price_s: float
+    attempt: int = 0
+    epoch: int | None = None  # the last rung it reached
 
 
-def _init_worker(data: Data, teacher: np.ndarray | None, settings: TrainSettings, threads: int) -> None:
-    import torch
+def _reason(e: BaseException) -> str:
+    """A failure reason: the exception, and where it came from unless it is a known failure."""
+    from search.evaluate import TrialFailed
 
-    torch.set_num_threads(threads)
-    _WORKER.update(data=data, teacher=teacher, settings=settings)
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, TrialFailed) or e.__traceback__ is None:
+        return text
+    return text + "\n" + "".join(traceback.format_tb(e.__traceback__)[-3:])
 
 
-def _evaluate_in_worker(candidate: str, seed: int, keep: bool) -> Evaluation:
-    return evaluate(Candidate.from_string(candidate), _WORKER["data"], _WORKER["teacher"],
-                    _WORKER["settings"], seed, keep_weights=keep)
+def make_executor(spec, setup: WorkerSetup, log):
+    """The executor the spec asks for: inline (1 local worker), a process pool (several local
+    workers) or Ray actors."""
+    from search import executors
+
+    s = spec.search
+    if s.backend == "ray":
+        return executors.RayExecutor(setup, s.workers, s.address, s.cpus_per_trial or 1.0, s.gpus_per_trial, log)
+    if s.workers == 1:
+        return executors.InlineExecutor(setup)
+    return executors.PoolExecutor(setup, s.workers)
+
+
+def _threads(spec) -> int | None:
+    s = spec.search
+    if s.cpus_per_trial:
+        return max(1, round(s.cpus_per_trial))
+    if s.backend == "ray":
+        return 1
+    return None if s.workers == 1 else max(1, (os.cpu_count() or 1) // s.workers)
+
+
+def _halving(spec, study: optuna.Study) -> ParetoHalving | None:
+    """The early-stopping rule, with the rung records of the study's earlier trials (on resume)."""
+    es = spec.search.early_stopping
+    rungs = rungs_for(spec.search.epochs, es.min_epochs, es.reduction_factor)
+    if not es.enabled or not rungs:
+        return None
+    halving = ParetoHalving(rungs, es.reduction_factor)
+    costs = [o for o in spec.objectives if o != "accuracy"]
+    for t in study.get_trials(deepcopy=False):
+        for epoch, acc in t.user_attrs.get("rungs", {}).items():
+            if int(epoch) in halving.rungs:
+                halving.record(t.number, int(epoch), acc, [t.user_attrs[c] for c in costs])
+    return halving
 
 
 def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = True,
-               log=None) -> optuna.Study:
-    """Run (or continue) the search of ``spec`` in ``run_dir`` until ``trials`` trials are done."""
+               log=None, evaluator=None) -> optuna.Study:
+    """Run (or continue) the search of ``spec`` in ``run_dir`` until ``trials`` trials are done.
+
+    ``evaluator`` replaces :func:`search.evaluate.evaluation_steps` (same signature, a module-level
+    generator function); benchmarks use it to time the framework around trials that do nothing.
+    """
     from tqdm import tqdm
 
     from search.evaluate import resolve_device
@@ -124,13 +180,18 @@ def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = 
 
         teacher, meta = teacher_logits(spec, data, run_dir, log=log)
         study.set_user_attr("teacher", {k: v for k, v in meta.items() if k != "key"})
+    setup = WorkerSetup(data, teacher, settings, _threads(spec), **({"evaluator": evaluator} if evaluator else {}))
+    executor = make_executor(spec, setup, log)
+    halving = _halving(spec, study)
     log(f"data and teacher ready in {time.perf_counter() - t0:.1f}s; searching {n_total - done} trials "
-        f"on {target.name} with {s.workers} worker(s)")
+        f"on {target.name} with {executor.slots} worker(s) ({executor.name})"
+        + (f"; early stopping at epochs {halving.rungs}" if halving else ""))
 
     limits = spec.budget.limits()
     tally = Tally()
     for t in history:
         tally.add(t)
+    t_search = time.perf_counter()
     bar = tqdm(total=n_total, initial=done, desc=spec.name, unit="trial", disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
     bar.set_postfix(tally.postfix())
@@ -182,58 +243,81 @@ def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = 
             return trial, cand, cost, price_s
         return None
 
-    def complete(trial, cand, cost, price_s, ev: Evaluation) -> None:
+    def complete(run: Running, ev: Evaluation) -> None:
+        trial = run.trial
         trial.set_user_attr("status", "feasible")
         trial.set_user_attr("accuracy", ev.accuracy)
         trial.set_user_attr("curve", ev.curve)
-        trial.set_user_attr("timings", {"price_s": price_s, **ev.timings})
+        trial.set_user_attr("timings", {"price_s": run.price_s, **ev.timings})
         if ev.state_dict is not None:
             import torch
 
             weights_dir.mkdir(exist_ok=True)
             torch.save(ev.state_dict, weights_dir / f"trial_{trial.number}.pt")
             trial.set_user_attr("weights", f"weights/trial_{trial.number}.pt")
-        finish(trial, [ev.accuracy if o == "accuracy" else cost.metric(o) for o in spec.objectives])
+        finish(trial, [ev.accuracy if o == "accuracy" else run.cost.metric(o) for o in spec.objectives])
+
+    def stop_early(run: Running, rung: Rung) -> None:
+        trial = run.trial
+        trial.set_user_attr("status", "pruned")
+        trial.set_user_attr("accuracy", rung.accuracy)
+        trial.set_user_attr("pruned_reason", f"stopped after {rung.epoch} dense epochs: other candidates at "
+                                              "that epoch were more accurate and at least as cheap")
+        finish(trial, state=TrialState.PRUNED)
 
     def seed_of(trial) -> int:
         return s.seed * 100_003 + trial.number
 
-    try:
-        if s.workers == 1:
-            while (job := propose()) is not None:
-                trial, cand = job[0], job[1]
-                try:
-                    ev = evaluate(cand, data, teacher, settings, seed_of(trial), keep_weights=s.keep_weights)
-                except Exception as e:  # recorded with its reason; the search goes on
-                    fail(trial, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
-                    continue
-                complete(*job, ev)
-        else:
-            import multiprocessing as mp
+    def start(slot: int, run: Running) -> None:
+        until = halving.next_rung(None) if halving else None
+        executor.submit(slot, "start", run.candidate.to_string(), seed_of(run.trial), s.keep_weights, until)
 
-            threads = max(1, (os.cpu_count() or 1) // s.workers)
-            with ProcessPoolExecutor(s.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                     initargs=(data, teacher, settings, threads)) as pool:
-                running: dict[Future, tuple] = {}
-                while True:
-                    while len(running) < s.workers and (job := propose()) is not None:
-                        fut = pool.submit(_evaluate_in_worker, job[1].to_string(), seed_of(job[0]),
-                                          s.keep_weights)
-                        running[fut] = job
-                    if not running:
-                        break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        job = running.pop(fut)
-                        try:
-                            complete(*job, fut.result())
-                        except Exception as e:
-                            fail(job[0], f"{type(e).__name__}: {e}")
+    costs = [o for o in spec.objectives if o != "accuracy"]
+    slots: list[Running | None] = [None] * executor.slots
+    try:
+        while True:
+            for i, busy in enumerate(slots):
+                if busy is None and (job := propose()) is not None:
+                    slots[i] = Running(*job)
+                    start(i, slots[i])
+            if not any(slots):
+                break
+            for slot, outcome in executor.poll():
+                run = slots[slot]
+                slots[slot] = None
+                if isinstance(outcome, WorkerLost):
+                    executor.replace(slot)
+                    if run.attempt < RETRIES:
+                        log(f"trial {run.trial.number}: {outcome}; retrying it on a new worker")
+                        run.trial.set_user_attr("retried_after", str(outcome))
+                        run.attempt += 1
+                        run.epoch = None
+                        slots[slot] = run
+                        start(slot, run)
+                    else:
+                        fail(run.trial, f"{outcome} (after {RETRIES} retry)")
+                elif isinstance(outcome, Rung):
+                    rungs = {**run.trial.user_attrs.get("rungs", {}), str(outcome.epoch): outcome.accuracy}
+                    run.trial.set_user_attr("rungs", rungs)
+                    if halving.record(run.trial.number, outcome.epoch, outcome.accuracy,
+                                      [run.cost.metric(c) for c in costs]):
+                        run.epoch = outcome.epoch
+                        slots[slot] = run
+                        executor.submit(slot, "advance", halving.next_rung(outcome.epoch))
+                    else:
+                        stop_early(run, outcome)
+                elif isinstance(outcome, Evaluation):
+                    complete(run, outcome)
+                else:  # the exception the trial raised: recorded with its reason; the search goes on
+                    fail(run.trial, _reason(outcome))
     finally:
         bar.close()
+        executor.close()
         if hasattr(target, "flush"):
             target.flush()
+    search_s = time.perf_counter() - t_search
+    study.set_user_attr("timing", {"setup_s": t_search - t0, "search_s": search_s})
     feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
-    log(f"{spec.name}: {tally.feasible} trained, {tally.infeasible} over budget, {tally.failed} failed; "
-        f"{len(feasible)} feasible in the study; {time.perf_counter() - t0:.0f}s")
+    log(f"{spec.name}: {tally.feasible} trained, {tally.pruned} stopped early, {tally.infeasible} over budget, "
+        f"{tally.failed} failed; {len(feasible)} feasible in the study; {time.perf_counter() - t0:.0f}s")
     return study

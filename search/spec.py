@@ -69,6 +69,18 @@ class TeacherSpec(_Strict):
     extra_epochs: int = Field(default=4, ge=0, description="epochs the trained teacher gets beyond a candidate's")
 
 
+class EarlyStopping(_Strict):
+    """Multi-objective asynchronous successive halving on validation accuracy across dense epochs
+    (see :mod:`search.early_stopping`). Latency and size are known before training: only accuracy
+    needs the epochs."""
+
+    enabled: bool = Field(default=False, description="stop candidates that trail the others at a rung")
+    min_epochs: int = Field(default=1, ge=1, description="dense epochs before the first comparison (first rung)")
+    reduction_factor: int = Field(default=3, ge=2, description=(
+        "eta: rungs at min_epochs * eta**k epochs; the top 1/eta (and every candidate nothing "
+        "dominates at the rung) go on"))
+
+
 class SearchSettings(_Strict):
     trials: int = Field(default=30, ge=1)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
@@ -77,7 +89,17 @@ class SearchSettings(_Strict):
     finetune_epochs: int = Field(default=2, ge=0, description="quantization-aware fine-tuning epochs after pruning")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0)
-    workers: int = Field(default=1, ge=1, description="candidates trained at once on this machine")
+    workers: int = Field(default=1, ge=1, description=(
+        "candidates trained at once: processes on this machine, or Ray actors with backend ray"))
+    backend: Literal["local", "ray"] = Field(default="local", description=(
+        "local: this process (1 worker) or a process pool; ray: Ray actors, local or on a cluster"))
+    address: str | None = Field(default=None, description=(
+        "backend ray: the cluster to join (HOST:PORT of 'ray start --head'); none starts a local Ray"))
+    cpus_per_trial: float | None = Field(default=None, gt=0, description=(
+        "CPUs a trial reserves, and its torch threads; default: this machine's CPUs / workers "
+        "locally, 1 on Ray"))
+    gpus_per_trial: float = Field(default=0, ge=0, description="GPUs a trial reserves on Ray (fractions share one)")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_weights: bool = Field(default=True, description="save each feasible candidate's trained weights")
     seed_corners: bool = Field(default=True, description=(

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import search.runner as runner
 from search.datasets import load_dataset
-from search.evaluate import TrainSettings, TrialFailed, evaluate
+from search.evaluate import TrainSettings, TrialFailed, evaluate, evaluation_steps
 from search.results import RunResults
 from search.spec import parse_spec
 from search.study import load_study
@@ -32,24 +32,16 @@ def median_size(spec) -> float:
     return float(np.median(sizes))
 
 
-@pytest.fixture
-def trained(monkeypatch):
-    """Record every candidate that really gets trained (evaluate still runs for real)."""
-    seen = []
-    real = runner.evaluate
-
-    def recording(cand, *args, **kwargs):
-        seen.append(cand.to_string())
-        return real(cand, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "evaluate", recording)
-    return seen
-
-
-def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path, trained):
+def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path):
     spec = parse_spec(tiny_spec(search={"trials": 10}))
     spec.budget.size_kb = median_size(spec)
-    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    trained = []
+
+    def recording(cand, *args, **kwargs):  # the real evaluation, noting each candidate it trains
+        trained.append(cand.to_string())
+        return (yield from evaluation_steps(cand, *args, **kwargs))
+
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None, evaluator=recording)
     trials = study.get_trials()
     infeasible = [t for t in trials if t.user_attrs.get("status") == "infeasible"]
     feasible = [t for t in trials if t.user_attrs.get("status") == "feasible"]
@@ -73,19 +65,17 @@ def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path, 
     assert {r.number for r in RunResults(tmp_path).pareto()} <= {t.number for t in feasible}
 
 
-def test_a_failing_candidate_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path, monkeypatch):
+def test_a_failing_candidate_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path):
     spec = parse_spec(tiny_spec(search={"trials": 4}, space={"distill": False}))
     calls = []
-    real = runner.evaluate
 
     def second_fails(cand, *args, **kwargs):
         calls.append(cand)
         if len(calls) == 2:
             raise FloatingPointError("loss exploded on purpose")
-        return real(cand, *args, **kwargs)
+        return (yield from evaluation_steps(cand, *args, **kwargs))
 
-    monkeypatch.setattr(runner, "evaluate", second_fails)
-    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None, evaluator=second_fails)
     states = [t.state for t in study.get_trials()]
     assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 3
     failed = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
