@@ -38,6 +38,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from search.runner import run_search
+    from search.study import RunLocked
 
     spec = _load(args.spec)
     s = spec.search
@@ -54,6 +55,8 @@ def cmd_run(args) -> int:
         run_search(spec, run_dir, trials=args.trials, progress=not args.no_progress)
     except ConnectionError as e:  # ray.init could not reach --address
         return _fail(f"cannot join the Ray cluster at {s.address}: {e}")
+    except RunLocked as e:
+        return _fail(str(e))
     print(f"results in {run_dir}; see them with: hwsearch pareto {run_dir}")
     return 0
 

@@ -59,6 +59,7 @@ class WorkerSetup:
     settings: TrainSettings
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     evaluator: Evaluator = evaluation_steps  # a module-level generator function (it is pickled)
+    warm_up: bool = False  # a fresh process: pay torch's one-time costs before the first trial
 
 
 class TrialWorker:
@@ -75,6 +76,8 @@ class TrialWorker:
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.setup = setup
         self._steps: Generator | None = None
+        if setup.warm_up:
+            _warm_up(setup.data)
 
     def start(self, candidate: str, seed: int, keep_weights: bool, until: int | None) -> Rung | Evaluation:
         s = self.setup
@@ -107,6 +110,24 @@ class TrialWorker:
         if self._steps is not None:
             self._steps.close()
             self._steps = None
+
+
+def _warm_up(data: Data) -> None:
+    """One training step and one quantized forward pass of a small network on a real batch: a new
+    process's first trial would otherwise also pay the lazy imports and oneDNN's first kernels
+    (about a second here)."""
+    import torch
+
+    from spaces import network
+    from spaces.plan import build_plan
+
+    plan = build_plan(Candidate.from_string("c8:ir_r1_k3_e3_c8_re_p0.5_w8a8"), data.input_shape, data.num_classes)
+    x = torch.as_tensor(data.x_train[:64])
+    net = network.build(plan, torch.Generator().manual_seed(0))
+    net(x).sum().backward()
+    net = network.enable_quantization(network.fold_batchnorm(network.prune(net.eval())))
+    net.train()
+    net(x).sum().backward()
 
 
 class InlineExecutor:
@@ -157,10 +178,16 @@ class PoolExecutor:
     name = "pool"
 
     def __init__(self, setup: WorkerSetup, slots: int) -> None:
+        from dataclasses import replace
+
         self.slots = slots
-        self._setup = setup
+        self._setup = replace(setup, warm_up=True)
         self._pools = [self._new_pool() for _ in range(slots)]
         self._futures: dict = {}
+        # Start every process now (spawn, import torch, receive the data): a start-up failure shows
+        # here, and the search's first trials do not pay for it.
+        for pool in self._pools:
+            pool.submit(_pool_call, "pid", ()).result()
 
     def _new_pool(self):
         import multiprocessing as mp
@@ -170,7 +197,15 @@ class PoolExecutor:
                                    initargs=(self._setup,))
 
     def submit(self, slot: int, method: str, *args) -> None:
-        self._futures[self._pools[slot].submit(_pool_call, method, args)] = slot
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            fut = self._pools[slot].submit(_pool_call, method, args)
+        except BrokenProcessPool as e:  # the process died while idle: the call's outcome says so
+            fut = Future()
+            fut.set_exception(e)
+        self._futures[fut] = slot
 
     def poll(self) -> list[tuple[int, Any]]:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -235,12 +270,13 @@ class RayExecutor:
         self.slots = slots
         # once into the object store; each actor's constructor receives it from there
         shared = WorkerSetup(data=None, teacher=None, settings=setup.settings, threads=setup.threads,  # type: ignore[arg-type]
-                             evaluator=setup.evaluator)
+                             evaluator=setup.evaluator, warm_up=True)
         self._refs = (ray.put(setup.data), ray.put(setup.teacher), ray.put(shared))
         self._cls = ray.remote(_RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0,
                                                    max_task_retries=0)
         self._actors = [self._new_actor() for _ in range(slots)]
         self._pending: dict = {}
+        ray.get([a.pid.remote() for a in self._actors])  # every actor started, with its data
 
     def _new_actor(self):
         return self._cls.remote(*self._refs)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from search.pareto import dominates
+from search.pareto import hypervolume as _hypervolume
 from search.study import is_feasible, load_study
 
 
@@ -16,7 +18,7 @@ class Row:
     """One trial as the user sees it."""
 
     number: int
-    state: str  # complete | infeasible | failed | running | ...
+    state: str  # complete | infeasible | pruned (stopped early) | failed | running | ...
     candidate: str | None
     accuracy: float | None
     latency_ms: float | None
@@ -31,15 +33,28 @@ class Row:
         return getattr(self, objective)
 
 
+def _minimised(row: Row, objectives: list[str]) -> tuple[float, ...]:
+    return tuple(-row.value(o) if o == "accuracy" else row.value(o) for o in objectives)
+
+
 def non_dominated(rows: list[Row], objectives: list[str]) -> list[Row]:
     """The rows no other row dominates (accuracy maximised, costs minimised)."""
-    sign = {o: (-1.0 if o == "accuracy" else 1.0) for o in objectives}
-    vals = [tuple(sign[o] * r.value(o) for o in objectives) for r in rows]
-
-    def dominates(a, b):
-        return all(x <= y for x, y in zip(a, b)) and a != b
-
+    vals = [_minimised(r, objectives) for r in rows]
     return [r for r, v in zip(rows, vals) if not any(dominates(w, v) for w in vals)]
+
+
+def hypervolume(rows: list[Row], objectives: list[str], reference: dict[str, float]) -> float:
+    """The share of the box between ``reference`` and the ideal point (accuracy 1, every cost 0)
+    that ``rows`` dominate: 0 when nothing beats the reference, 1 for a perfect, free model.
+    ``reference`` gives a worst value per cost objective (the budget is the natural one);
+    accuracy's reference is 0."""
+    missing = [o for o in objectives if o != "accuracy" and o not in reference]
+    if missing:
+        raise ValueError(f"no reference value for {', '.join(missing)}: give a budget or a reference")
+    scale = {o: 1.0 if o == "accuracy" else reference[o] for o in objectives}
+    points = [tuple(v / scale[o] for v, o in zip(_minimised(r, objectives), objectives)) for r in rows]
+    ref = tuple(0.0 if o == "accuracy" else 1.0 for o in objectives)
+    return _hypervolume(points, ref)
 
 
 class RunResults:
@@ -65,7 +80,7 @@ class RunResults:
             state = "complete"
         return Row(t.number, state, ua.get("candidate"), ua.get("accuracy"), ua.get("latency_ms"),
                    ua.get("size_kb"), ua.get("peak_memory_kb"),
-                   ua.get("failure_reason") or ua.get("infeasible_reason"))
+                   ua.get("failure_reason") or ua.get("infeasible_reason") or ua.get("pruned_reason"))
 
     def rows(self) -> list[Row]:
         return [self.row(t) for t in self.study.get_trials(deepcopy=False)]
@@ -74,6 +89,12 @@ class RunResults:
         """The feasible Pareto-optimal trials, by accuracy (best first)."""
         front = [t for t in self.study.best_trials if is_feasible(t)]
         return sorted((self.row(t) for t in front), key=lambda r: (-(r.accuracy or 0), r.latency_ms or 0))
+
+    def hypervolume(self, reference: dict[str, float] | None = None) -> float:
+        """The feasible trials' hypervolume (see :func:`hypervolume`), against the run's budget
+        unless ``reference`` is given."""
+        rows = [self.row(t) for t in self.study.get_trials(deepcopy=False) if is_feasible(t)]
+        return hypervolume(rows, self.objectives, reference or self.budget)
 
     def input(self) -> tuple[tuple[int, int, int], int]:
         """The input shape (C, H, W) and class count the run's candidates were built for."""
@@ -99,7 +120,7 @@ class RunResults:
         shape, classes = self.input()
         limits, out = self.budget, []
         for r in self.rows():
-            if r.accuracy is None or r.candidate is None or r.state not in ("complete", "pruned"):
+            if r.accuracy is None or r.candidate is None or r.state != "complete":  # pruned: partial accuracy
                 continue
             cost = tgt.price(build_plan(Candidate.from_string(r.candidate), shape, classes))
             over = [m for m, v in limits.items() if cost.metric(m) > v]

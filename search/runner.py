@@ -35,7 +35,7 @@ from search.evaluate import Evaluation, TrainSettings
 from search.executors import Rung, WorkerLost, WorkerSetup
 from search.feasibility import check_reachable
 from search.study import (INFEASIBLE_ACCURACY, counts_toward_budget, is_feasible, open_study,
-                          recover_interrupted)
+                          recover_interrupted, run_lock)
 from spaces import build_plan, params_of, space
 from spaces.candidate import Candidate
 
@@ -138,13 +138,17 @@ def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = 
     ``evaluator`` replaces :func:`search.evaluate.evaluation_steps` (same signature, a module-level
     generator function); benchmarks use it to time the framework around trials that do nothing.
     """
+    with run_lock(run_dir):  # one driver per run directory; a second one is refused
+        return _search(spec, run_dir, trials, progress, log, evaluator)
+
+
+def _search(spec, run_dir: Path, trials: int | None, progress: bool, log, evaluator) -> optuna.Study:
     from tqdm import tqdm
 
     from search.evaluate import resolve_device
     from targets import UnpriceableError, get_target
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.yaml").write_text(spec.to_yaml())
     n_total = trials or spec.search.trials
     s = spec.search

@@ -1,12 +1,18 @@
 """The Optuna study of a run: storage, objectives as directions, budgets as constraints.
 
 The study is the single record of a search. Locally it is an append-only journal file in the run
-directory (safe for several processes on one host); a spec may name an RDB URL instead.
-Only the process that owns the study writes it.
+directory; a spec may name an RDB URL instead. Only the driver writes it, and it holds the run
+directory's lock (:func:`run_lock`) while it does, so a second driver on the same run is refused
+rather than interleaved. Readers (``hwsearch pareto``, the app) never write and need no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -16,21 +22,91 @@ JOURNAL = "study.journal"
 INFEASIBLE_ACCURACY = 0.0  # told for a candidate over budget: it was never trained
 
 
-def storage_for(run_dir: Path, url: str | None = None):
-    """The study storage: the spec's URL, or the journal file in ``run_dir``."""
+LOCK = "run.lock"
+
+
+class RunLocked(RuntimeError):
+    """Another process is running the search in this run directory."""
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's exclusive lock (an ``flock``, released by the kernel if the holder
+    dies, so a killed run never leaves a stale lock)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise RunLocked(f"{run_dir}: a search is already running here (pid {holder}); wait for it, "
+                            "or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+# Journal operations after which the file is fsynced: a finished trial or a study attribute.
+# Parameters and attributes in between are flushed to the OS (a killed driver keeps them) but not
+# forced to the disk one by one; the next fsync covers them.
+_DURABLE_OPS = {0, 2, 3, 6}  # CREATE_STUDY, SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR, SET_TRIAL_STATE_VALUES
+
+
+class _NoFileLock:
+    """The journal's per-append lock, unneeded under :func:`run_lock`: one writer per run."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def _writer_backend(path: Path):
+    from optuna.storages.journal import JournalFileBackend
+
+    class RunJournal(JournalFileBackend):
+        """The run's journal, written by its one driver: no lock file per append, and an fsync
+        only when a trial finishes or the study changes (about 1 ms per trial instead of 9)."""
+
+        def append_logs(self, logs: list[dict]) -> None:
+            text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+            with open(self._file_path, "ab") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                if any(log.get("op_code") in _DURABLE_OPS for log in logs):
+                    os.fsync(f.fileno())
+
+    return RunJournal(str(path), lock_obj=_NoFileLock())
+
+
+def storage_for(run_dir: Path, url: str | None = None, writer: bool = False):
+    """The study storage: the spec's URL, or the journal file in ``run_dir``. ``writer``: the
+    driver's, under :func:`run_lock`."""
     if url:
         return url
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
+    path = run_dir / JOURNAL
+    return JournalStorage(_writer_backend(path) if writer else JournalFileBackend(str(path)))
 
 
 def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     if kind == "tpe":
-        # constant liar: trials running in parallel are not proposed twice
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
+        # Multivariate TPE over the groups of parameters that occur together (the space is
+        # conditional): one density per group and trial rather than one per parameter, which
+        # models their interactions and samples several times faster. Constant liar: trials
+        # running in parallel are not proposed twice.
+        import warnings
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                message=".*group.*")
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
                                           n_startup_trials=min(10, max(4, n_trials // 4)))
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, min(50, n_trials // 4)))
@@ -40,10 +116,11 @@ def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
 
 
 def open_study(spec, run_dir: Path) -> optuna.Study:
-    """Create the run's study, or load it when it exists (re-running continues it)."""
+    """Create the run's study, or load it when it exists (re-running continues it). The caller
+    holds :func:`run_lock`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=storage_for(run_dir, spec.storage), study_name=spec.name,
+        storage=storage_for(run_dir, spec.storage, writer=True), study_name=spec.name,
         directions=spec.directions, sampler=make_sampler(spec.search.sampler, spec.search.seed,
                                                          spec.search.trials),
         load_if_exists=True)

@@ -1,0 +1,75 @@
+"""A real Ray head on 127.0.0.1, started here and stopped in teardown; runs attach with --address."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from search.study import load_study
+from tests.conftest import REPO, hwsearch_cmd, tiny_spec
+from tests.search.test_executors import check_the_search_went_on, processes, run_and_kill_a_worker
+
+pytestmark = pytest.mark.slow
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """``ray start --head`` with 2 CPUs on 127.0.0.1; yields its address; ``ray stop`` after."""
+    if not Path(RAY).exists():
+        pytest.fail(f"the ray command is missing next to {sys.executable}: install hwsearch's dependencies")
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    temp = tmp_path_factory.mktemp("ray")
+    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]
+    out = subprocess.run(start, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_run_attached_to_a_ray_head_completes_every_trial(ray_head, tmp_path):
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(search={"trials": 6})))
+    run_dir = tmp_path / "run"
+    out = subprocess.run([*hwsearch_cmd(), "run", str(spec), "--out", str(run_dir), "--no-progress",
+                          "--address", ray_head, "--workers", "2"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 worker(s) (ray)" in out.stderr
+    trials = load_study(run_dir).get_trials()
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sum(t.user_attrs["status"] == "feasible" for t in trials) >= 1
+
+
+def test_a_ray_worker_killed_mid_run_is_replaced_and_its_trial_retried(ray_head, tmp_path):
+    spec = tiny_spec(search={"trials": 8, "epochs": 8}, space={"distill": False})
+
+    def ray_workers(driver: int) -> list[int]:
+        return processes(lambda pid, ppid, cmd: cmd.startswith("ray::_RayWorker"))
+
+    study, err = run_and_kill_a_worker(spec, tmp_path / "run", tmp_path, ray_workers,
+                                       extra=("--address", ray_head, "--workers", "2"))
+    check_the_search_went_on(study, 8)
+    assert "retrying it on a new worker" in err
+    retried = next(t for t in study.get_trials() if "retried_after" in t.user_attrs)
+    assert "Ray worker died" in retried.user_attrs["retried_after"]
