@@ -3,8 +3,8 @@
     python bench/early_stopping.py [--trials 30] [--samplers random tpe]
 
 The quickstart (digits, 8 dense + 2 fine-tuning epochs per candidate), run twice per sampler:
-every candidate trained in full, then with early stopping (rungs at 1 and 3 dense epochs,
-reduction factor 3). One worker, so both runs ask in the same order:
+every candidate trained in full, then with early stopping at the spec's defaults (rungs at 2 and
+6 dense epochs, reduction factor 3, margin 1 point). One worker, so both runs ask in the same order:
 
 - with the random sampler both runs propose the very same candidates, and a candidate trained to
   the end gets the same accuracy in both (same seed): the comparison isolates what early
@@ -33,7 +33,7 @@ def search(trials: int, sampler: str, early: bool) -> dict:
     from search.study import is_feasible
 
     spec = quickstart_spec(f"es-{sampler}-{'on' if early else 'off'}", sampler=sampler, trials=trials,
-                           early_stopping={"enabled": early, "min_epochs": 1, "reduction_factor": 3})
+                           early_stopping={"enabled": early})
     with tempfile.TemporaryDirectory() as tmp:
         study = run_search(spec, Path(tmp), progress=False, log=lambda m: None)
         res = RunResults(tmp)

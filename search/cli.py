@@ -54,7 +54,9 @@ def cmd_run(args) -> int:
     try:
         run_search(spec, run_dir, trials=args.trials, progress=not args.no_progress)
     except ConnectionError as e:  # ray.init could not reach --address
-        return _fail(f"cannot join the Ray cluster at {s.address}: {e}")
+        return _fail([f"cannot join the Ray cluster at {s.address}: {e}",
+                      "is 'ray start --head' running there? A cluster with token authentication needs "
+                      "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) here too"])
     except RunLocked as e:
         return _fail(str(e))
     print(f"results in {run_dir}; see them with: hwsearch pareto {run_dir}")

@@ -227,9 +227,6 @@ class PoolExecutor:
         self._pools[slot].shutdown(wait=False, cancel_futures=True)
         self._pools[slot] = self._new_pool()
 
-    def pids(self) -> list[int]:
-        return [p for pool in self._pools for p in (pool._processes or {})]
-
     def close(self) -> None:
         for pool in self._pools:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -306,9 +303,6 @@ class RayExecutor:
         except Exception:  # already gone
             pass
         self._actors[slot] = self._new_actor()
-
-    def pids(self) -> list[int]:
-        return self._ray.get([a.pid.remote() for a in self._actors])
 
     def close(self) -> None:
         for actor in getattr(self, "_actors", []):

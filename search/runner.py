@@ -122,7 +122,7 @@ def _halving(spec, study: optuna.Study) -> ParetoHalving | None:
     rungs = rungs_for(spec.search.epochs, es.min_epochs, es.reduction_factor)
     if not es.enabled or not rungs:
         return None
-    halving = ParetoHalving(rungs, es.reduction_factor)
+    halving = ParetoHalving(rungs, es.reduction_factor, es.margin)
     costs = [o for o in spec.objectives if o != "accuracy"]
     for t in study.get_trials(deepcopy=False):
         for epoch, acc in t.user_attrs.get("rungs", {}).items():

@@ -75,10 +75,12 @@ class EarlyStopping(_Strict):
     needs the epochs."""
 
     enabled: bool = Field(default=False, description="stop candidates that trail the others at a rung")
-    min_epochs: int = Field(default=1, ge=1, description="dense epochs before the first comparison (first rung)")
+    min_epochs: int = Field(default=2, ge=1, description="dense epochs before the first comparison (first rung)")
     reduction_factor: int = Field(default=3, ge=2, description=(
         "eta: rungs at min_epochs * eta**k epochs; the top 1/eta (and every candidate nothing "
         "dominates at the rung) go on"))
+    margin: float = Field(default=0.01, ge=0, le=1, description=(
+        "accuracy lead (0-1) a cheaper candidate needs at a rung to count as dominating another"))
 
 
 class SearchSettings(_Strict):

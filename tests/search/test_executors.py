@@ -116,8 +116,8 @@ def test_early_stopping_resumes_with_the_rung_records_of_earlier_trials(tmp_path
                                 space={"distill": False}))
     study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
     halving = runner._halving(spec, study)
-    assert halving.rungs == [1]
-    assert set(halving._records[1]) == {t.number for t in study.get_trials() if "rungs" in t.user_attrs}
+    assert halving.rungs == [2]  # the default first rung: 2 dense epochs
+    assert set(halving._records[2]) == {t.number for t in study.get_trials() if "rungs" in t.user_attrs}
 
 
 def test_a_second_driver_on_the_same_run_is_refused(tmp_path):

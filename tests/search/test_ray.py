@@ -1,6 +1,6 @@
 """A real Ray head on 127.0.0.1, started here and stopped in teardown; runs attach with --address."""
 
-import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -31,18 +31,23 @@ def ray_head(tmp_path_factory):
     if not Path(RAY).exists():
         pytest.fail(f"the ray command is missing next to {sys.executable}: install hwsearch's dependencies")
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
     temp = tmp_path_factory.mktemp("ray")
-    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]
-    out = subprocess.run(start, capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
+    # token authentication, with a token of this test's own: the head and every driver the tests
+    # start share it through the environment, whatever ~/.ray holds
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "token")
+        mp.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        mp.delenv("RAY_ADDRESS", raising=False)
+        start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                 "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]
+        out = subprocess.run(start, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_run_attached_to_a_ray_head_completes_every_trial(ray_head, tmp_path):

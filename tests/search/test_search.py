@@ -18,7 +18,7 @@ from search.evaluate import TrainSettings, TrialFailed, evaluate, evaluation_ste
 from search.results import RunResults
 from search.spec import parse_spec
 from search.study import load_study
-from spaces import Candidate, SpaceSpec, build_plan, space
+from spaces import Candidate, build_plan, space
 from targets.cost import size_kb
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 
