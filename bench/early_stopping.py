@@ -50,13 +50,9 @@ def search(trials: int, sampler: str, early: bool) -> dict:
         counts = res.counts()
         front = res.pareto()
     return {"sampler": sampler, "early_stopping": early, "trials": len(trials_), "counts": counts,
-            "hypervolume": round(res_hv(curve), 5), "search_s": round(timing["search_s"], 1),
+            "hypervolume": round(curve[-1][1] if curve else 0.0, 5), "search_s": round(timing["search_s"], 1),
             "setup_s": round(timing["setup_s"], 1), "front": [r.candidate for r in front],
             "curve": [(round(s, 1), round(hv, 5)) for s, hv in curve]}
-
-
-def res_hv(curve: list) -> float:
-    return curve[-1][1] if curve else 0.0
 
 
 def main() -> None:

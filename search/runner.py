@@ -81,7 +81,6 @@ class Running:
     cost: object
     price_s: float
     attempt: int = 0
-    epoch: int | None = None  # the last rung it reached
 
 
 def _reason(e: BaseException) -> str:
@@ -295,7 +294,6 @@ def _search(spec, run_dir: Path, trials: int | None, progress: bool, log, evalua
                         log(f"trial {run.trial.number}: {outcome}; retrying it on a new worker")
                         run.trial.set_user_attr("retried_after", str(outcome))
                         run.attempt += 1
-                        run.epoch = None
                         slots[slot] = run
                         start(slot, run)
                     else:
@@ -305,7 +303,6 @@ def _search(spec, run_dir: Path, trials: int | None, progress: bool, log, evalua
                     run.trial.set_user_attr("rungs", rungs)
                     if halving.record(run.trial.number, outcome.epoch, outcome.accuracy,
                                       [run.cost.metric(c) for c in costs]):
-                        run.epoch = outcome.epoch
                         slots[slot] = run
                         executor.submit(slot, "advance", halving.next_rung(outcome.epoch))
                     else:
