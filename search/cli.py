@@ -213,6 +213,43 @@ def cmd_latency_check(args) -> int:
     return 0
 
 
+def _export_summary(report) -> list[str]:
+    c = report.card
+    acc, lat = c["accuracy"], c["latency"]
+    lines = [f"trial {c['trial']} -> {report.out_dir}",
+             f"  accuracy  search {acc['search']:.2%} | onnxruntime fp32 {acc['model.onnx']:.2%}, "
+             f"int8 {acc['model.int8.onnx']:.2%} ({0.0 - acc['int8_drop_points']:+.2f} points)"]
+    for name in ("model.onnx", "model.int8.onnx"):
+        f = lat[name]
+        lines.append(f"  {name:<16}{f['predicted_ms'] * 1000:7.1f} us predicted, {f['measured_ms'] * 1000:7.1f} measured "
+                     f"({f['error']:+.0%}); {c['size'][name]['on_disk_kb']:.1f} KB")
+    if not lat["target_is_this_host"]:
+        lines.append(f"  latency measured on this host, not on {c['target']['name']}")
+    lines += [f"  warning: {w}" for w in report.warnings]
+    return lines
+
+
+def cmd_export(args) -> int:
+    from tqdm import tqdm
+
+    from search.export import ExportError, export_pareto, export_trial
+
+    t0 = time.perf_counter()
+    try:
+        if args.pareto:
+            reports = export_pareto(args.run_dir, args.out, progress=not args.no_progress, log=tqdm.write,
+                                    on_each=lambda r: tqdm.write("\n".join(_export_summary(r))))
+        else:
+            reports = [export_trial(args.run_dir, args.trial, args.out, log=print)]
+            print("\n".join(_export_summary(reports[0])))
+    except ExportError as e:
+        return _fail(str(e))
+    warned = sum(bool(r.warnings) for r in reports)
+    print(f"exported {len(reports)} model(s) in {time.perf_counter() - t0:.1f}s"
+          + (f"; {warned} with warnings (see above and each card.json)" if warned else "; every check passed"))
+    return 0
+
+
 def cmd_schema(args) -> int:
     from search.spec import Spec
 
@@ -290,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--seed", type=int, default=1, help="sampling seed (0 is the calibration's own)")
     lc.add_argument("--json", action="store_true", help="print one JSON object")
     lc.set_defaults(fn=cmd_latency_check)
+
+    ex = sub.add_parser("export", help="export trained candidates as ONNX (fp32 and int8) with a verified model card")
+    ex.add_argument("run_dir")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="the trial number to export")
+    which.add_argument("--pareto", action="store_true", help="every feasible Pareto-optimal trial")
+    ex.add_argument("--out", help="output folder (default: RUN_DIR/export; with --pareto, one trial_N folder each)")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("spec-schema", help="print the spec's JSON schema")
     s.set_defaults(fn=cmd_schema)

@@ -35,7 +35,7 @@ from search.evaluate import Evaluation, TrainSettings
 from search.executors import Rung, WorkerLost, WorkerSetup
 from search.feasibility import check_reachable
 from search.study import (INFEASIBLE_ACCURACY, counts_toward_budget, is_feasible, open_study,
-                          recover_interrupted, run_lock)
+                          recover_interrupted, run_lock, trial_seed)
 from spaces import build_plan, params_of, space
 from spaces.candidate import Candidate
 
@@ -268,12 +268,9 @@ def _search(spec, run_dir: Path, trials: int | None, progress: bool, log, evalua
                                               "that epoch were more accurate and at least as cheap")
         finish(trial, state=TrialState.PRUNED)
 
-    def seed_of(trial) -> int:
-        return s.seed * 100_003 + trial.number
-
     def start(slot: int, run: Running) -> None:
         until = halving.next_rung(None) if halving else None
-        executor.submit(slot, "start", run.candidate.to_string(), seed_of(run.trial), s.keep_weights, until)
+        executor.submit(slot, "start", run.candidate.to_string(), trial_seed(s.seed, run.trial.number), s.keep_weights, until)
 
     costs = [o for o in spec.objectives if o != "accuracy"]
     slots: list[Running | None] = [None] * executor.slots

@@ -147,6 +147,11 @@ def load_study(run_dir: Path, storage: str | None = None, name: str | None = Non
     return optuna.load_study(study_name=name, storage=store)
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The training seed of trial ``number`` of a run seeded with ``seed`` (export retrains with it)."""
+    return seed * 100_003 + number
+
+
 def is_feasible(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
 

@@ -36,6 +36,7 @@ class ConvWeights:
     in_scale: float = 0.05  # per-tensor activation scale of the input (int8 only)
     in_zero: int | None = None  # uint8 zero point; None: ZERO_AFTER_RELU after a ReLU, else ZERO_SIGNED
     out_scale: float = 0.05  # per-tensor scale of the output, after the activation (int8 only)
+    bits: int = 32  # the grid ``weight`` is on: per-channel symmetric, ``2^(bits-1) - 1`` steps a side
 
 
 @dataclass
@@ -55,6 +56,7 @@ class GraphBuilder:
         self._n = 0
         self._after_relu: set[str] = set()
         self._quantized: dict[str, str] = {}  # DequantizeLinear output -> its QuantizeLinear output
+        self.weight_grids: dict[str, int] = {}  # float weight initializer -> the bit grid it is on
 
     def dequantized(self, x_q: str, scale: float, zero: int) -> str:
         """A graph input already in int8 (as between layers of an int8 network), dequantized."""
@@ -105,6 +107,8 @@ class GraphBuilder:
         attrs = dict(kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=groups)
         if precision == "fp32":
             w, b = self.const(cw.weight.astype(np.float32), "w"), self.const(cw.bias.astype(np.float32), "b")
+            if cw.bits < 32:
+                self.weight_grids[w] = cw.bits
             return self.node("Conv", [x, w, b], **attrs)
         x = self.qdq(x, cw.in_scale, cw.in_zero)
         w_scale = np.abs(cw.weight).reshape(len(cw.weight), -1).max(axis=1).clip(1e-8) / 127.0
@@ -254,14 +258,44 @@ def layer_model(layer: StemPlan | BlockPlan | HeadPlan, weights: LayerWeights) -
                    [(y, out_shape, out_type)])
 
 
+WEIGHT_GRIDS = "hwsearch.weight_grids"  # metadata key: JSON {float weight initializer: bits}
+
+
 def network_model(plan, weights: list[LayerWeights], batch: int | str = 1) -> onnx.ModelProto:
-    """The whole network of a :class:`~spaces.plan.NetworkPlan`, float image in, logits out."""
+    """The whole network of a :class:`~spaces.plan.NetworkPlan`, normalised float image
+    (N, C, H, W) in, logits out. ``batch`` may be a name (``"N"``) for a dynamic batch size.
+    Float weights held on a low-bit grid are listed in the metadata under :data:`WEIGHT_GRIDS`."""
+    import json
+
     g = GraphBuilder()
     x = "image"
     for layer, lw in zip(plan.layers, weights):
         x = EMITTERS[type(layer)](g, x, layer, lw)
     y = g.node("Identity", [x], "logits")
-    return g.model([("image", (batch, *plan.input_shape))], [(y, (batch, plan.num_classes))])
+    model = g.model([("image", (batch, *plan.input_shape))], [(y, (batch, plan.num_classes))])
+    if g.weight_grids:
+        helper.set_model_props(model, {WEIGHT_GRIDS: json.dumps(g.weight_grids)})
+    return model
+
+
+def input_adapter_model(input_shape: tuple[int, int, int], scale: float, mean: tuple[float, ...],
+                        std: tuple[float, ...], dtype: int = TensorProto.UINT8, batch: int | str = "N",
+                        opset: int = OPSET, ir_version: int = 8) -> onnx.ModelProto:
+    """Raw pixels in, the network's input out: ``pixels`` (N, H, W, C) of ``dtype`` becomes
+    ``image`` (N, C, H, W) float, ``(pixels * scale - mean) / std`` per channel (one Mul, one Add).
+    Put in front of :func:`network_model` with ``onnx.compose.merge_models``."""
+    c, h, w = input_shape
+    g = GraphBuilder()
+    x = g.node("Cast", ["pixels"], "pixels_float", to=TensorProto.FLOAT)
+    x = g.node("Transpose", [x], "pixels_nchw", perm=[0, 3, 1, 2])
+    mean_, std_ = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    mul = g.const((scale / std_).astype(np.float32).reshape(1, c, 1, 1), "pixel_scale")
+    add = g.const((-mean_ / std_).astype(np.float32).reshape(1, c, 1, 1), "pixel_shift")
+    g.nodes.append(helper.make_node("Add", [g.node("Mul", [x, mul], "pixels_scaled"), add], ["image"]))
+    model = g.model([("pixels", (batch, h, w, c), dtype)], [("image", (batch, c, h, w))])
+    model.opset_import[0].version = opset
+    model.ir_version = ir_version
+    return model
 
 
 def random_network_weights(plan, rng: np.random.Generator) -> list[LayerWeights]:

@@ -1,0 +1,570 @@
+"""Export trained candidates as deployable ONNX, verified against what the search claimed.
+
+For one trial, :func:`export_trial` writes to its folder:
+
+- ``model.onnx``: the trained network in float (weights still on their searched bit grid);
+- ``model.int8.onnx``: onnxruntime static quantization of it, QDQ, per-channel int8 weights,
+  per-tensor uint8 activations calibrated on training images. Weights searched below 8 bits keep
+  their exact grid (their scales are passed to the quantizer), held in int8: a CPU runs them with
+  int8 kernels, as the target profile's ``bits.executed_as`` says;
+- ``card.json``: the model card (see the README), with the sha256 of both models.
+
+Both models take raw pixels: ``pixels`` is (N, H, W, C), uint8 when the dataset's pixels are
+integers in 0..255 (its native range, e.g. 0..16 for digits), scaled and normalised inside the
+graph. The batch size is dynamic.
+
+Every export is verified: both models are run by onnxruntime over the validation split and
+compared with the torch network, and their latency is measured with the target's runtime
+settings and compared with the profile's prediction for that precision. Where the figures
+disagree beyond tolerance, the card and the returned warnings say so; the files are written
+anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FP32_FILE, INT8_FILE, CARD_FILE = "model.onnx", "model.int8.onnx", "card.json"
+CARD_VERSION = 1
+FP32_TOLERANCE = 0.001  # accuracy, onnxruntime fp32 vs torch: 0.1 point
+INT8_TOLERANCE = 0.01  # accuracy, int8 vs the searched network: 1 point
+LATENCY_TOLERANCE = 0.10  # measured vs predicted, where the target is this host
+CALIBRATION_IMAGES = 512
+
+
+class ExportError(ValueError):
+    """A trial that cannot be exported; the message says why and what to do."""
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    files: dict[str, Path]  # file name -> path, card included
+    card: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunContext:
+    """What every export of one run shares, loaded once: results, spec, data, target."""
+
+    run_dir: Path
+    results: object  # search.results.RunResults
+    spec: object  # search.spec.Spec
+    data: object  # search.datasets.Data
+    target: object  # targets.Target
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunContext:
+        from search.datasets import load_dataset
+        from search.results import RunResults
+        from search.spec import load_spec
+        from targets import get_target
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "spec.yaml").exists():
+            raise ExportError(f"{run_dir} is not a run directory (no spec.yaml): give the folder "
+                              "'hwsearch run' wrote, e.g. runs/<name>")
+        results = RunResults(run_dir)
+        spec = load_spec(run_dir / "spec.yaml")
+        data = load_dataset(spec.dataset, spec.search.seed)
+        target = get_target(results.study.user_attrs.get("target", spec.target))
+        return cls(run_dir, results, spec, data, target)
+
+
+# ------------------------------------------------------------------------------------------
+# torch network -> emitter weights
+# ------------------------------------------------------------------------------------------
+
+def layer_weights(net, plan) -> list:
+    """The trained (pruned, folded) torch network's parameters, per layer of ``plan``, in the
+    form :func:`targets.onnx_graph.network_model` takes: weights put on their bit grid exactly as
+    the quantization-aware network computes them."""
+    from spaces.network import quantize_weight
+    from targets.onnx_graph import ConvWeights, LayerWeights
+
+    def conv(m, bits: int) -> ConvWeights:
+        w = quantize_weight(m.weight.detach().cpu(), bits)
+        if w.dim() == 2:  # the classifier: a 1x1 convolution on the pooled map
+            w = w[:, :, None, None]
+        return ConvWeights(w.numpy().astype(np.float32), m.bias.detach().cpu().numpy().astype(np.float32),
+                           bits=bits)
+
+    out = [LayerWeights({"conv": conv(net.stem.conv, plan.stem.w_bits)})]
+    for block, bp in zip(net.blocks, plan.blocks):
+        convs = {}
+        if block.expand is not None:
+            convs["expand"] = conv(block.expand.conv, bp.w_bits)
+        convs["dw"] = conv(block.dw.conv, bp.w_bits)
+        if block.se is not None:
+            convs["se_reduce"] = conv(block.se.reduce, bp.w_bits)
+            convs["se_expand"] = conv(block.se.expand, bp.w_bits)
+        convs["project"] = conv(block.project.conv, bp.w_bits)
+        out.append(LayerWeights(convs))
+    out.append(LayerWeights({"fc": conv(net.classifier, plan.head.w_bits)}))
+    return out
+
+
+def precision_variant(candidate, precision: str):
+    """``candidate`` as a file of that precision runs it: ``fp32`` (every layer float) or
+    ``int8`` (every layer int8, weights stored in 8 bits, on a lower grid or not). Shapes are
+    unchanged."""
+    def bits(s):
+        return dataclasses.replace(s, w_bits=32 if precision == "fp32" else 8, a_bits=32 if precision == "fp32" else 8)
+
+    return candidate.replace(stages=tuple(bits(s) for s in candidate.stages))
+
+
+# ------------------------------------------------------------------------------------------
+# Quantization with onnxruntime
+# ------------------------------------------------------------------------------------------
+
+class _Images:
+    """onnxruntime's calibration reader over normalised training images."""
+
+    def __init__(self, x: np.ndarray, batch: int = 64) -> None:
+        self._batches = iter([{"image": x[i:i + batch]} for i in range(0, len(x), batch)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+class _DropAdvice(logging.Filter):
+    """onnxruntime's quantizer advises shape pre-processing on every call; our graphs are fully
+    shaped already, so that advice is dropped (nothing else is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+def grid_overrides(model) -> dict:
+    """TensorQuantOverrides that keep every float weight on a low-bit grid (recorded by the
+    emitter) on exactly that grid in int8: per-channel scale ``max|w| / (2^(b-1) - 1)``, zero 0."""
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType
+
+    from targets.onnx_graph import WEIGHT_GRIDS
+
+    props = {p.key: p.value for p in model.metadata_props}
+    grids = json.loads(props.get(WEIGHT_GRIDS, "{}"))
+    inits = {t.name: t for t in model.graph.initializer}
+    out = {}
+    for name, bits in grids.items():
+        w = numpy_helper.to_array(inits[name])
+        qmax = 2 ** (bits - 1) - 1
+        scales = np.abs(w).reshape(len(w), -1).max(axis=1).clip(1e-8) / qmax
+        out[name] = [{"axis": 0, "quant_type": QuantType.QInt8, "scale": np.float32(s), "zero_point": np.int8(0)}
+                     for s in scales]
+    return out
+
+
+def quantize_int8(model, calibration: np.ndarray, work_dir: Path):
+    """onnxruntime static quantization of a :func:`~targets.onnx_graph.network_model` graph:
+    QDQ, per-channel symmetric int8 weights, per-tensor uint8 activations (MinMax on
+    ``calibration``), ReLU folded into the quantization. The classifier's output stays float, as
+    the emitter's int8 graphs (which the profiles timed) leave it."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    path = work_dir / "int8.tmp.onnx"
+    source = onnx.ModelProto()
+    source.CopyFrom(model)  # the quantizer moves a model's weights to external files: not ours
+    advice = _DropAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_static(source, path, _Images(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "Relu", "HardSwish", "HardSigmoid", "Add", "Mul",
+                                              "GlobalAveragePool"],
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"TensorQuantOverrides": grid_overrides(model),
+                                       "QDQDisableWeightAdjustForInt32Bias": True})
+        quantized = onnx.load(path)
+    finally:
+        logging.getLogger().removeFilter(advice)
+        path.unlink(missing_ok=True)
+    return _float_logits(quantized)
+
+
+def _float_logits(model):
+    """Remove the quantize/dequantize pair the quantizer puts on the classifier's output."""
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    flatten = next(n for n in g.node if n.op_type == "Flatten")
+    dq = producers.get(flatten.input[0])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return model
+    q = producers[dq.input[0]]
+    readers = [n for n in g.node if q.output[0] in n.input or dq.output[0] in n.input]
+    if q.op_type != "QuantizeLinear" or len(readers) != 2:
+        return model
+    flatten.input[0] = q.input[0]
+    g.node.remove(q)
+    g.node.remove(dq)
+    return model
+
+
+def optimized_ops(model_bytes: bytes) -> Counter:
+    """The node types onnxruntime runs after its graph optimisations (what fused into what)."""
+    import tempfile
+
+    import onnx
+
+    from targets.measure import session
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "optimized.onnx")
+        session(model_bytes, optimized_path=path)
+        return Counter(n.op_type for n in onnx.load(path).graph.node)
+
+
+# ------------------------------------------------------------------------------------------
+# Input: raw pixels
+# ------------------------------------------------------------------------------------------
+
+def raw_pixels(data, x: np.ndarray) -> np.ndarray:
+    """Normalised (N, C, H, W) images back to the raw pixels the exported models take
+    (N, H, W, C): uint8 when the dataset's pixels are integers in 0..255, float32 otherwise."""
+    mean = np.asarray(data.mean, np.float64)[None, :, None, None]
+    std = np.asarray(data.std, np.float64)[None, :, None, None]
+    raw = (x.astype(np.float64) * std + mean) / data.scale
+    rounded = np.round(raw)
+    if np.abs(raw - rounded).max() < 1e-3 and rounded.min() >= 0 and rounded.max() <= 255:
+        raw = rounded.astype(np.uint8)
+    else:
+        raw = raw.astype(np.float32)
+    return np.ascontiguousarray(raw.transpose(0, 2, 3, 1))
+
+
+def with_input_adapter(network, data, pixel_dtype: np.dtype):
+    """``network`` (normalised NCHW float in) behind the raw-pixel adapter."""
+    import onnx
+    from onnx import TensorProto
+
+    from targets.onnx_graph import input_adapter_model
+
+    dtype = TensorProto.UINT8 if pixel_dtype == np.uint8 else TensorProto.FLOAT
+    opset = next(o.version for o in network.opset_import if o.domain in ("", "ai.onnx"))
+    adapter = input_adapter_model(data.input_shape, data.scale, data.mean, data.std, dtype,
+                                  opset=opset, ir_version=network.ir_version)
+    merged = onnx.compose.merge_models(adapter, network, io_map=[("image", "image")])
+    del merged.metadata_props[:]
+    for p in network.metadata_props:
+        merged.metadata_props.append(p)
+    return merged
+
+
+# ------------------------------------------------------------------------------------------
+# Verification
+# ------------------------------------------------------------------------------------------
+
+def onnx_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    from targets.measure import session
+
+    sess = session(model_bytes, threads=os.cpu_count() or 1)
+    name = sess.get_inputs()[0].name
+    pred = np.concatenate([sess.run(None, {name: x[i:i + batch]})[0].argmax(1) for i in range(0, len(x), batch)])
+    return float((pred == y).mean())
+
+
+def measure_latencies(models: dict[str, tuple[bytes, np.ndarray]], threads: int, provider: str,
+                      rounds: int = 3) -> dict[str, float]:
+    """Median latency in ms of each model on its one-image input; the models take turns over
+    ``rounds`` rounds and each keeps its best round, so a noisy moment hits them alike."""
+    from targets.measure import session, time_session
+
+    sessions = {k: (session(b, threads, provider), x) for k, (b, x) in models.items()}
+    best = {k: float("inf") for k in models}
+    for _ in range(rounds):
+        for k, (sess, x) in sessions.items():
+            lat = time_session(sess, {sess.get_inputs()[0].name: x}, repeats=100, min_seconds=0.1)
+            best[k] = min(best[k], lat.mean_ms)
+    return best
+
+
+def _tensor_bytes(model) -> int:
+    """Bytes of a model's stored tensors (weights, biases, scales, zero points): its size less
+    the graph's own description, which dominates the file for networks this small."""
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _float_activations(net):
+    """The same network with activation quantization off (what the float model computes)."""
+    import copy
+
+    from spaces.network import ActQuant
+
+    net = copy.deepcopy(net)
+    for m in net.modules():
+        if isinstance(m, ActQuant):
+            m.bits = 32
+    return net
+
+
+# ------------------------------------------------------------------------------------------
+# Weights
+# ------------------------------------------------------------------------------------------
+
+def trained_weights(ctx: RunContext, trial, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """The trial's final weights and where they came from: the file the search kept, or a
+    reproducible retraining with the trial's seed (same spec, data, teacher and device)."""
+    import torch
+
+    from search.evaluate import TrainSettings, evaluate, resolve_device
+    from search.study import trial_seed
+    from spaces import Candidate
+
+    rel = trial.user_attrs.get("weights")
+    if rel and (ctx.run_dir / rel).exists():
+        return torch.load(ctx.run_dir / rel, map_location="cpu", weights_only=True), {"source": "kept", "file": rel}
+    s = ctx.spec.search
+    cand = Candidate.from_string(trial.user_attrs["candidate"])
+    teacher = None
+    if cand.distils:
+        from search.teacher import teacher_logits
+
+        teacher, _ = teacher_logits(ctx.spec, ctx.data, ctx.run_dir, log=log)
+    seed = trial_seed(s.seed, trial.number)
+    log(f"trial {trial.number}: no kept weights; retraining with seed {seed}")
+    settings = TrainSettings(s.epochs, s.finetune_epochs, s.batch_size, s.lr, resolve_device(s.device))
+    ev = evaluate(cand, ctx.data, teacher, settings, seed, keep_weights=True)
+    return ev.state_dict, {"source": "retrained", "seed": seed, "retrained_accuracy": ev.accuracy}
+
+
+# ------------------------------------------------------------------------------------------
+# Export
+# ------------------------------------------------------------------------------------------
+
+def _exportable(ctx: RunContext, number: int):
+    trials = ctx.results.study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise ExportError(f"run {ctx.run_dir} has no trial {number} (it has trials 0..{len(trials) - 1})")
+    trial = trials[number]
+    row = ctx.results.row(trial)
+    if row.state != "complete" or row.candidate is None:
+        why = f": {row.reason}" if row.reason else ""
+        raise ExportError(f"trial {number} is {row.state}{why}; only completed (trained, feasible) trials can be "
+                          "exported. 'hwsearch pareto RUN' lists the front")
+    return trial, row
+
+
+def _bits_card(candidate, profile_bits) -> list[dict]:
+    executed = profile_bits.executed_as if profile_bits else {}
+    native = profile_bits.native if profile_bits else []
+    out = []
+    for i, s in enumerate(candidate.stages):
+        w8 = min(s.w_bits, 8)
+        act = ("uint8" if s.a_bits == 8 else
+               f"uint8, calibrated at 8 bits (finer than the searched {s.a_bits}-bit grid)" if s.a_bits < 8 else
+               "uint8, post-training quantized (searched in float)")
+        out.append({
+            "stage": i, "weight_bits": s.w_bits, "activation_bits": s.a_bits,
+            "target_runs_it_as": executed.get(str(s.w_bits), "unknown to this profile"),
+            "native_on_target": s.w_bits in native,
+            FP32_FILE: f"float32 kernels; weights in float{'' if s.w_bits >= 32 else f' on their {s.w_bits}-bit grid'}",
+            INT8_FILE: f"int8 kernels; weights int8{'' if w8 == 8 else f' on their {w8}-bit grid'}; activations {act}",
+        })
+    return out
+
+
+def _target_card(target) -> dict:
+    profile = getattr(target, "profile", None)
+    card = {"name": target.name, "description": target.description, "measured": target.measured}
+    if profile is not None:
+        card["device"] = profile.device.model_dump(mode="json")
+        card["bits"] = profile.bits.model_dump(mode="json")
+    return card
+
+
+def _runtime_settings(target) -> tuple[int, str, str, bool]:
+    """Threads, provider, host and whether the target is this host (so latencies compare)."""
+    import onnxruntime as ort
+
+    from targets.profiled import host_name
+
+    profile = getattr(target, "profile", None)
+    threads = profile.device.threads if profile else 1
+    provider = profile.device.provider if profile else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        provider = "CPUExecutionProvider"
+    same_host = bool(profile and profile.device.measured and profile.device.host == host_name()
+                     and profile.device.runtime_version == ort.__version__)
+    return threads, provider, host_name(), same_host
+
+
+def export_trial(run_dir: str | Path, number: int, out_dir: str | Path | None = None, *,
+                 context: RunContext | None = None, log: Callable[[str], None] | None = None) -> ExportReport:
+    """Export trial ``number`` of a run to ``out_dir`` (default ``RUN_DIR/export/trial_N``):
+    both models and the card, verified. Raises :class:`ExportError` for a trial that has no
+    trained network (infeasible, pruned, failed, running)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from search.evaluate import accuracy, trained_network
+    from spaces import Candidate, build_plan
+    from targets.onnx_graph import OPSET, network_model
+
+    log = log or (lambda msg: None)
+    ctx = context or RunContext.load(run_dir)
+    trial, row = _exportable(ctx, number)
+    data, target = ctx.data, ctx.target
+    out = Path(out_dir) if out_dir else ctx.run_dir / "export" / f"trial_{number}"
+    out.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+
+    cand = Candidate.from_string(row.candidate)
+    plan = build_plan(cand, data.input_shape, data.num_classes)
+    state, weights_info = trained_weights(ctx, trial, log)
+    net = trained_network(cand, data.input_shape, data.num_classes, state)
+    xv, yv = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
+    acc_torch = accuracy(net, xv, yv)
+    low_acts = any(s.a_bits < 32 for s in cand.stages)
+    acc_float = accuracy(_float_activations(net), xv, yv) if low_acts else acc_torch
+    if weights_info["source"] == "retrained" and abs(acc_torch - row.accuracy) > 1e-9:
+        warnings.append(f"retrained accuracy {acc_torch:.2%} differs from the search's {row.accuracy:.2%} "
+                        "(another device or library version than the search's?)")
+
+    # The two networks, normalised float in; then behind the raw-pixel adapter.
+    weights = layer_weights(net, plan)
+    plans = {FP32_FILE: build_plan(precision_variant(cand, "fp32"), data.input_shape, data.num_classes),
+             INT8_FILE: build_plan(precision_variant(cand, "int8"), data.input_shape, data.num_classes)}
+    networks = {FP32_FILE: network_model(plans[FP32_FILE], weights, batch="N")}
+    networks[INT8_FILE] = quantize_int8(networks[FP32_FILE], data.x_train[:CALIBRATION_IMAGES], out)
+    pixels_val = raw_pixels(data, data.x_val)
+    files: dict[str, Path] = {}
+    for name, network in networks.items():
+        model = with_input_adapter(network, data, pixels_val.dtype)
+        onnx.checker.check_model(model, full_check=True)
+        files[name] = out / name
+        onnx.save(model, files[name])
+
+    # Verification: accuracy over the validation split, through the files as written.
+    acc = {name: onnx_accuracy(path.read_bytes(), pixels_val, data.y_val) for name, path in files.items()}
+    if abs(acc[FP32_FILE] - acc_float) > FP32_TOLERANCE:
+        warnings.append(f"{FP32_FILE}: onnxruntime accuracy {acc[FP32_FILE]:.2%} vs torch {acc_float:.2%}: "
+                        "more than 0.1 point apart; the export does not compute what torch computes")
+    drop = acc_torch - acc[INT8_FILE]
+    if drop > INT8_TOLERANCE:
+        warnings.append(f"{INT8_FILE}: int8 accuracy {acc[INT8_FILE]:.2%} is {drop * 100:.1f} points below the "
+                        f"searched network's {acc_torch:.2%} (more than 1 point); prefer {FP32_FILE}, or search "
+                        "with activation_bits 8 so training sees int8 activations")
+
+    # Layout: the quantized graph must fuse as the emitter's int8 graphs, which the profile timed.
+    priced_ops = optimized_ops(network_model(plans[INT8_FILE], weights).SerializeToString())
+    int8_ops = optimized_ops(networks[INT8_FILE].SerializeToString())
+    layout_ok = priced_ops == int8_ops
+    if not layout_ok:
+        diff = {k: (priced_ops.get(k, 0), int8_ops.get(k, 0)) for k in set(priced_ops) | set(int8_ops)
+                if priced_ops.get(k, 0) != int8_ops.get(k, 0)}
+        warnings.append(f"{INT8_FILE}: onnxruntime fuses it differently from the graphs the profile timed "
+                        f"(op: priced, exported) {diff}; its latency may differ from the prediction")
+
+    # Latency: each network alone (what the profile prices) and each file (adapter included).
+    threads, provider, host, same_host = _runtime_settings(target)
+    x1, p1 = data.x_val[:1], pixels_val[:1]
+    timed = measure_latencies(
+        {**{f"net:{k}": (m.SerializeToString(), x1) for k, m in networks.items()},
+         **{f"file:{k}": (p.read_bytes(), p1) for k, p in files.items()}}, threads, provider)
+    searched = target.price(plan)
+    latency: dict = {"batch": 1, "threads": threads, "provider": provider, "measured_on": host,
+                     "target_is_this_host": same_host, "searched_ms": searched.latency_ms}
+    size: dict = {"searched_kb": searched.size_kb}
+    for name in files:
+        cost = target.price(plans[name])
+        measured = timed[f"net:{name}"]
+        error = measured / cost.latency_ms - 1.0
+        latency[name] = {"predicted_ms": cost.latency_ms, "measured_ms": measured, "error": error,
+                         "with_input_adapter_ms": timed[f"file:{name}"]}
+        if same_host and abs(error) > LATENCY_TOLERANCE:
+            warnings.append(f"{name}: measured {measured * 1000:.1f} us vs predicted {cost.latency_ms * 1000:.1f} us "
+                            f"({error:+.0%}, beyond ±{LATENCY_TOLERANCE:.0%}); re-run on a quiet machine, or "
+                            "'hwsearch latency-check' to test the profile")
+        size[name] = {"predicted_kb": cost.size_kb, "tensors_kb": _tensor_bytes(networks[name]) / 1024,
+                      "on_disk_kb": files[name].stat().st_size / 1024}
+    latency[INT8_FILE]["layout_as_priced"] = layout_ok
+    if not same_host:
+        latency["note"] = (f"measured on {host}, not on {target.name}: the measured figures say how this host "
+                           "runs the files, not how the target does")
+
+    card = {
+        "card_version": CARD_VERSION,
+        "run": str(ctx.run_dir), "trial": number,
+        "candidate": cand.to_string(), "description": cand.describe().splitlines(),
+        "spec": json.loads(json.dumps(ctx.spec.model_dump(mode="json", exclude_none=True))),
+        "target": _target_card(target),
+        "bits": _bits_card(cand, getattr(getattr(target, "profile", None), "bits", None)),
+        "input": {"name": "pixels", "layout": "NHWC", "dtype": str(pixels_val.dtype),
+                  "shape": ["N", *pixels_val.shape[1:]], "pixel_max": round(1 / data.scale),
+                  "preprocessing": f"inside the graph: pixels * {data.scale:.6g}, minus the per-channel mean "
+                                   f"{[round(m, 4) for m in data.mean]}, divided by the std "
+                                   f"{[round(s, 4) for s in data.std]}",
+                  "output": "logits (N, classes), float32"},
+        "classes": list(data.classes),
+        "teacher": ctx.results.study.user_attrs.get("teacher") if cand.distils else None,
+        "distillation": {"temperature": cand.temperature, "alpha": cand.alpha} if cand.distils else None,
+        "weights": weights_info,
+        "accuracy": {"validation_images": len(data.y_val), "search": row.accuracy, "torch": acc_torch,
+                     "torch_float_activations": acc_float, FP32_FILE: acc[FP32_FILE], INT8_FILE: acc[INT8_FILE],
+                     "int8_drop_points": drop * 100},
+        "latency": latency,
+        "size": size,
+        "peak_memory_kb": {"predicted": searched.peak_memory_kb},
+        "runtime": {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
+                    "opset": {name: OPSET for name in files} | {
+                        INT8_FILE: next(o.version for o in networks[INT8_FILE].opset_import if o.domain in ("", "ai.onnx"))}},
+        "checks": {
+            "fp32_accuracy_within_0.1_point": abs(acc[FP32_FILE] - acc_float) <= FP32_TOLERANCE,
+            "int8_accuracy_within_1_point": drop <= INT8_TOLERANCE,
+            "int8_layout_as_priced": layout_ok,
+            "latency_within_10_percent": ({n: abs(latency[n]["error"]) <= LATENCY_TOLERANCE for n in files}
+                                          if same_host else "not checked: the target is not this host"),
+        },
+        "warnings": warnings,
+        "files": {name: {"sha256": sha256(p), "bytes": p.stat().st_size} for name, p in files.items()},
+    }
+    files[CARD_FILE] = out / CARD_FILE
+    files[CARD_FILE].write_text(json.dumps(card, indent=1) + "\n")
+    return ExportReport(out, files, card, warnings)
+
+
+def export_pareto(run_dir: str | Path, out_dir: str | Path | None = None, progress: bool = False,
+                  on_each: Callable[[ExportReport], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> list[ExportReport]:
+    """Export every feasible Pareto-optimal trial, each to ``OUT/trial_N`` (default
+    ``RUN_DIR/export``), with a progress bar on stderr if ``progress``; ``on_each`` is called
+    with each report as it is done."""
+    from tqdm import tqdm
+
+    ctx = RunContext.load(run_dir)
+    base = Path(out_dir) if out_dir else ctx.run_dir / "export"
+    front = ctx.results.pareto()
+    if not front:
+        raise ExportError(f"run {ctx.run_dir} has no feasible trained trial yet: nothing to export")
+    reports = []
+    for row in tqdm(front, desc="exporting", unit="model", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+        reports.append(export_trial(ctx.run_dir, row.number, base / f"trial_{row.number}", context=ctx, log=log))
+        if on_each:
+            on_each(reports[-1])
+    return reports
