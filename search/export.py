@@ -247,6 +247,10 @@ def raw_pixels(data, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(raw.transpose(0, 2, 3, 1))
 
 
+def opset_of(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def with_input_adapter(network, data, pixel_dtype: np.dtype):
     """``network`` (normalised NCHW float in) behind the raw-pixel adapter."""
     import onnx
@@ -255,9 +259,8 @@ def with_input_adapter(network, data, pixel_dtype: np.dtype):
     from targets.onnx_graph import input_adapter_model
 
     dtype = TensorProto.UINT8 if pixel_dtype == np.uint8 else TensorProto.FLOAT
-    opset = next(o.version for o in network.opset_import if o.domain in ("", "ai.onnx"))
     adapter = input_adapter_model(data.input_shape, data.scale, data.mean, data.std, dtype,
-                                  opset=opset, ir_version=network.ir_version)
+                                  opset=opset_of(network), ir_version=network.ir_version)
     merged = onnx.compose.merge_models(adapter, network, io_map=[("image", "image")])
     del merged.metadata_props[:]
     for p in network.metadata_props:
@@ -424,7 +427,7 @@ def export_trial(run_dir: str | Path, number: int, out_dir: str | Path | None = 
 
     from search.evaluate import accuracy, trained_network
     from spaces import Candidate, build_plan
-    from targets.onnx_graph import OPSET, network_model
+    from targets.onnx_graph import network_model
 
     log = log or (lambda msg: None)
     ctx = context or RunContext.load(run_dir)
@@ -532,8 +535,7 @@ def export_trial(run_dir: str | Path, number: int, out_dir: str | Path | None = 
         "size": size,
         "peak_memory_kb": {"predicted": searched.peak_memory_kb},
         "runtime": {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
-                    "opset": {name: OPSET for name in files} | {
-                        INT8_FILE: next(o.version for o in networks[INT8_FILE].opset_import if o.domain in ("", "ai.onnx"))}},
+                    "opset": {name: opset_of(networks[name]) for name in files}},
         "checks": {
             "fp32_accuracy_within_0.1_point": abs(acc[FP32_FILE] - acc_float) <= FP32_TOLERANCE,
             "int8_accuracy_within_1_point": drop <= INT8_TOLERANCE,

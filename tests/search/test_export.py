@@ -1,0 +1,162 @@
+"""hwsearch export: real ONNX files, run by onnxruntime, checked against the search's claims."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from search.export import (CARD_FILE, FP32_FILE, INT8_FILE, ExportError, RunContext, export_trial,
+                           raw_pixels)
+from search.results import RunResults
+from search.runner import run_search
+from search.spec import parse_spec
+from tests.conftest import REPO, hwsearch_cmd, tiny_spec
+
+# 4-bit weights everywhere (the stem and classifier stay at 8, as the plan rules), activations
+# int8 or float: every candidate has low-bit grids, and some run int8 as searched.
+LOW_BIT = {"weight_bits": [4], "activation_bits": [8, 32]}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    spec = parse_spec(tiny_spec(space={**tiny_spec()["space"], **LOW_BIT}, search={"trials": 4}))
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    run_search(spec, run_dir, progress=False, log=lambda m: None)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    best = RunResults(run).pareto()[0]
+    return export_trial(run, best.number, tmp_path_factory.mktemp("out") / "best")
+
+
+def test_card_records_the_checks_and_hashes_every_model(exported):
+    card = json.loads((exported.out_dir / CARD_FILE).read_text())
+    assert set(card["files"]) == {FP32_FILE, INT8_FILE}
+    for name, facts in card["files"].items():
+        data = (exported.out_dir / name).read_bytes()
+        assert facts == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    acc = card["accuracy"]
+    assert acc["torch"] == pytest.approx(acc["search"])  # the kept weights are the searched network
+    assert abs(acc[FP32_FILE] - acc["torch_float_activations"]) <= 0.001
+    assert card["checks"]["int8_layout_as_priced"], card["warnings"]
+    assert card["checks"]["int8_accuracy_within_1_point"] == (acc["int8_drop_points"] <= 1.0)
+    assert card["latency"]["target_is_this_host"]
+    for name in (FP32_FILE, INT8_FILE):
+        lat = card["latency"][name]
+        assert lat["predicted_ms"] > 0 and lat["measured_ms"] > 0
+        assert lat["error"] == pytest.approx(lat["measured_ms"] / lat["predicted_ms"] - 1)
+    assert card["bits"][0]["weight_bits"] == 4 and "4-bit grid" in card["bits"][0][INT8_FILE]
+    assert card["input"]["dtype"] == "uint8" and card["input"]["pixel_max"] == 16
+    assert card["runtime"]["onnxruntime"] and card["candidate"] == exported.card["candidate"]
+
+
+def test_4bit_weights_stay_on_their_grid(exported):
+    from targets.onnx_graph import WEIGHT_GRIDS
+
+    fp32, int8 = onnx.load(exported.files[FP32_FILE]), onnx.load(exported.files[INT8_FILE])
+    grids = json.loads({p.key: p.value for p in fp32.metadata_props}[WEIGHT_GRIDS])
+    four_bit = [name for name, bits in grids.items() if bits == 4]
+    assert four_bit, grids
+    floats = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    ints = {t.name: numpy_helper.to_array(t) for t in int8.graph.initializer}
+    for name in four_bit:
+        w = ints[f"{name}_quantized"]
+        assert w.dtype == np.int8
+        per_channel = [len(np.unique(c)) for c in w.reshape(len(w), -1)]
+        assert max(per_channel) <= 16, per_channel
+        assert np.abs(w).max() <= 7  # the symmetric 4-bit grid, held exactly in int8
+        # and the float model holds the same grid
+        assert max(len(np.unique(c)) for c in floats[name].reshape(len(w), -1)) <= 15
+
+
+def test_models_run_with_numpy_and_onnxruntime_alone(exported, run, tmp_path):
+    ctx = RunContext.load(run)
+    pixels = raw_pixels(ctx.data, ctx.data.x_val)
+    np.save(tmp_path / "pixels.npy", pixels)
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import onnxruntime as ort
+        x = np.load({str(tmp_path / 'pixels.npy')!r})
+        for name in ({FP32_FILE!r}, {INT8_FILE!r}):
+            s = ort.InferenceSession({str(exported.out_dir)!r} + '/' + name, providers=['CPUExecutionProvider'])
+            np.save({str(tmp_path)!r} + '/' + name + '.npy', s.run(None, {{'pixels': x}})[0].argmax(1))
+            # the dynamic batch: one image at a time gives the same answer
+            assert (s.run(None, {{'pixels': x[:1]}})[0].argmax(1) == np.load({str(tmp_path)!r} + '/' + name + '.npy')[:1]).all()
+        heavy = sorted(m for m in ('torch', 'search', 'spaces', 'targets', 'PIL') if m in sys.modules)
+        assert not heavy, heavy
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    for name in (FP32_FILE, INT8_FILE):
+        pred = np.load(tmp_path / f"{name}.npy")
+        assert (pred == ctx.data.y_val).mean() == pytest.approx(exported.card["accuracy"][name])
+
+
+def test_predict_example_classifies_image_files_without_torch(exported, run, tmp_path):
+    from PIL import Image
+
+    ctx = RunContext.load(run)
+    pixels = raw_pixels(ctx.data, ctx.data.x_val[:3])
+    files = []
+    for i, p in enumerate(pixels):  # digits' 0..16 pixels as an ordinary 8-bit PNG
+        files.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(np.round(p[..., 0].astype(float) * 255 / 16).astype(np.uint8)).save(files[-1])
+    script = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+              "assert 'torch' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", script, str(REPO / "examples" / "predict.py"), str(exported.out_dir),
+                          *map(str, files), "--top", "1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3
+    # The example's answers are the model's: same as onnxruntime on the same pixels.
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(exported.files[FP32_FILE]), providers=["CPUExecutionProvider"])
+    expected = s.run(None, {"pixels": pixels})[0].argmax(1)
+    for line, k in zip(lines, expected):
+        assert line.split(": ")[1].startswith(f"{ctx.data.classes[k]} ")
+
+
+def test_export_retrains_reproducibly_when_weights_were_not_kept(run, exported, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+    number = exported.card["trial"]
+    (copy / "weights" / f"trial_{number}.pt").unlink()
+    report = export_trial(copy, number, tmp_path / "out")
+    assert report.card["weights"]["source"] == "retrained"
+    assert report.card["accuracy"]["torch"] == pytest.approx(report.card["accuracy"]["search"])
+    assert not any("retrained accuracy" in w for w in report.warnings)
+
+
+def test_untrained_trials_are_refused_with_the_reason(run, tmp_path):
+    rows = RunResults(run).rows()
+    with pytest.raises(ExportError, match="no trial 99"):
+        export_trial(run, 99, tmp_path)
+    untrained = [r for r in rows if r.state != "complete"]
+    for r in untrained[:1]:
+        with pytest.raises(ExportError, match=f"trial {r.number} is {r.state}"):
+            export_trial(run, r.number, tmp_path)
+
+
+def test_cli_exports_the_whole_front(run, tmp_path):
+    out = subprocess.run([*hwsearch_cmd(), "export", str(run), "--pareto", "--out", str(tmp_path), "--no-progress"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    front = RunResults(run).pareto()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"trial_{r.number}" for r in front)
+    for r in front:
+        assert {p.name for p in (tmp_path / f"trial_{r.number}").iterdir()} == {FP32_FILE, INT8_FILE, CARD_FILE}
+    assert f"exported {len(front)} model(s)" in out.stdout
+    bad = subprocess.run([*hwsearch_cmd(), "export", str(tmp_path / "nowhere"), "--trial", "0"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
