@@ -250,6 +250,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    """Become the Streamlit server of app.py (exec: signals reach the server, no child is left)."""
+    import os
+
+    app = Path(__file__).resolve().parents[1] / "app.py"
+    if not app.is_file():
+        return _fail(f"{app} is missing: the app ships with the repository; install it with 'pip install -e .'")
+    if args.run_dirs:
+        os.environ["HWSEARCH_APP_RUNS"] = json.dumps(args.run_dirs)
+    print(f"hwsearch app on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
+                              "--server.port", str(args.port), "--server.headless", "true",
+                              "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"])
+
+
 def cmd_schema(args) -> int:
     from search.spec import Spec
 
@@ -336,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output folder (default: RUN_DIR/export; with --pareto, one trial_N folder each)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.set_defaults(fn=cmd_export)
+
+    ap = sub.add_parser("app", help="browse, compare and export the candidates of runs in a web app (Streamlit)")
+    ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                    help="runs to offer (a run directory, or a storage URL[#STUDY]); default: those under ./runs")
+    ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--address", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    ap.set_defaults(fn=cmd_app)
 
     s = sub.add_parser("spec-schema", help="print the spec's JSON schema")
     s.set_defaults(fn=cmd_schema)

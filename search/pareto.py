@@ -75,6 +75,13 @@ def hypervolume(points: Sequence[Point], reference: Point) -> float:
     if len(reference) == 1:
         return reference[0] - min(p[0] for p in pts)
     pts.sort(key=lambda p: p[0])
+    if len(reference) == 2:  # a sweep along the first objective: O(n log n) rather than n 1-D slices
+        volume, best = 0.0, reference[1]
+        for i, (x, y) in enumerate(pts):
+            best = min(best, y)
+            upper = pts[i + 1][0] if i + 1 < len(pts) else reference[0]
+            volume += (upper - x) * (reference[1] - best)
+        return volume
     volume = 0.0
     for i, p in enumerate(pts):
         upper = pts[i + 1][0] if i + 1 < len(pts) else reference[0]

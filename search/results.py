@@ -5,12 +5,15 @@ It never writes to the study.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from search.pareto import dominates
 from search.pareto import hypervolume as _hypervolume
-from search.study import is_feasible, load_study
+from search.study import JOURNAL, is_feasible, load_study
+from targets.cost import Cost
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,11 @@ def _minimised(row: Row, objectives: list[str]) -> tuple[float, ...]:
 
 def non_dominated(rows: list[Row], objectives: list[str]) -> list[Row]:
     """The rows no other row dominates (accuracy maximised, costs minimised)."""
-    vals = [_minimised(r, objectives) for r in rows]
-    return [r for r, v in zip(rows, vals) if not any(dominates(w, v) for w in vals)]
+    if not rows:
+        return []
+    vals = np.array([_minimised(r, objectives) for r in rows], dtype=float)
+    # one row against all at a time: O(n^2) comparisons in numpy, O(n) memory
+    return [r for r, v in zip(rows, vals) if not ((vals <= v).all(axis=1) & (vals < v).any(axis=1)).any()]
 
 
 def hypervolume(rows: list[Row], objectives: list[str], reference: dict[str, float]) -> float:
@@ -52,9 +58,51 @@ def hypervolume(rows: list[Row], objectives: list[str], reference: dict[str, flo
     if missing:
         raise ValueError(f"no reference value for {', '.join(missing)}: give a budget or a reference")
     scale = {o: 1.0 if o == "accuracy" else reference[o] for o in objectives}
+    rows = non_dominated(rows, objectives)  # the dominated add nothing, and cost time
     points = [tuple(v / scale[o] for v, o in zip(_minimised(r, objectives), objectives)) for r in rows]
     ref = tuple(0.0 if o == "accuracy" else 1.0 for o in objectives)
     return _hypervolume(points, ref)
+
+
+def storage_stamp(run_dir: str | Path, storage: str | None = None) -> tuple[int, int] | None:
+    """When the run's study last changed, to key caches on: the modification time (ns) and size
+    of its journal file, or of an SQLite database. None where there is no file to look at: a
+    database server, or a run with no study yet."""
+    if storage:
+        if not storage.startswith("sqlite:///"):
+            return None
+        path = Path(storage.removeprefix("sqlite:///"))
+    else:
+        path = Path(run_dir) / JOURNAL
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+@dataclass(frozen=True)
+class TrialDetail:
+    """Everything the search recorded about one trial."""
+
+    row: Row
+    cost: Cost | None  # as priced on the run's target during the search, with its per-layer breakdown
+    curve: tuple[dict, ...]  # per epoch: phase (dense | finetune), epoch, loss, val_accuracy
+    rungs: dict[int, float]  # early stopping: the accuracy at each rung it reached
+    timings: dict[str, float]  # seconds: price_s, train_s, prune_s, finetune_s
+    params_count: int | None
+    weights: Path | None  # the trained weights, when the run kept them
+    seeded: str | None  # why the trial was queued rather than sampled (a corner of the space)
+
+
+@dataclass(frozen=True)
+class Repricing:
+    """The trained trials of a run priced on another target, without retraining."""
+
+    target: str
+    measured: bool  # False: the target's latencies are estimates, not measurements
+    rows: list[Row]  # state ``infeasible`` where a row is over the run's budget on this target
+    unpriceable: dict[int, str] = field(default_factory=dict)  # trial number -> why the target cannot price it
 
 
 class RunResults:
@@ -109,26 +157,101 @@ class RunResults:
         data = load_dataset(spec.dataset, spec.search.seed)
         return data.input_shape, data.num_classes
 
-    def repriced(self, target: str) -> list[Row]:
-        """Every trained trial, its latency, size and peak memory priced on another target
-        (a registered name or a profile path), without retraining. ``state`` says whether it
-        fits the run's budget there: ``complete`` or ``infeasible``."""
+    @property
+    def target(self) -> str | None:
+        """The target the run priced its candidates on."""
+        return self.study.user_attrs.get("target")
+
+    def detail(self, number: int) -> TrialDetail:
+        """What the search recorded about trial ``number`` (KeyError if the run has no such trial)."""
+        trials = self.study.get_trials(deepcopy=False)
+        t = trials[number] if 0 <= number < len(trials) and trials[number].number == number else None
+        if t is None:
+            raise KeyError(f"the run has no trial {number}")
+        ua = t.user_attrs
+        return TrialDetail(
+            row=self.row(t), cost=Cost.from_dict(ua["cost"]) if "cost" in ua else None,
+            curve=tuple(ua.get("curve", ())), rungs={int(k): v for k, v in ua.get("rungs", {}).items()},
+            timings=dict(ua.get("timings", {})), params_count=ua.get("params_count"),
+            weights=self.run_dir / ua["weights"] if "weights" in ua else None, seeded=ua.get("seeded"))
+
+    def plan(self, candidate: str):
+        """The candidate laid out for the run's input (a :class:`spaces.NetworkPlan`): every
+        layer's shapes, strides, pruned widths and bit widths."""
         from spaces import Candidate, build_plan
+
+        shape, classes = self.input()
+        return build_plan(Candidate.from_string(candidate), shape, classes)
+
+    def cost_on(self, candidate: str, target: str) -> Cost:
+        """The candidate priced on ``target`` (a name or profile path), with the per-layer breakdown."""
         from targets import get_target
+
+        return get_target(target).price(self.plan(candidate))
+
+    def reprice(self, target: str) -> Repricing:
+        """Every trained trial, its latency, size and peak memory priced on another target
+        (a registered name or a profile path), without retraining. A row's ``state`` says whether
+        it fits the run's budget there: ``complete`` or ``infeasible``. A candidate the target
+        cannot price is listed in ``unpriceable`` with the reason, never given a made-up cost."""
+        from spaces import Candidate, build_plan
+        from targets import UnpriceableError, get_target
 
         tgt = get_target(target)
         shape, classes = self.input()
-        limits, out = self.budget, []
+        limits, out, unpriceable = self.budget, [], {}
         for r in self.rows():
             if r.accuracy is None or r.candidate is None or r.state != "complete":  # pruned: partial accuracy
                 continue
-            cost = tgt.price(build_plan(Candidate.from_string(r.candidate), shape, classes))
+            try:
+                cost = tgt.price(build_plan(Candidate.from_string(r.candidate), shape, classes))
+            except UnpriceableError as e:
+                unpriceable[r.number] = str(e)
+                continue
             over = [m for m, v in limits.items() if cost.metric(m) > v]
             out.append(replace(r, latency_ms=cost.latency_ms, size_kb=cost.size_kb,
                                peak_memory_kb=cost.peak_memory_kb,
                                state="infeasible" if over else r.state,
                                reason=f"over budget on {tgt.name}: {', '.join(over)}" if over else None))
-        return out
+        return Repricing(tgt.name, tgt.measured, out, unpriceable)
+
+    def repriced(self, target: str) -> list[Row]:
+        """The rows of :meth:`reprice`; raises :class:`targets.UnpriceableError` if the target
+        cannot price one of the candidates."""
+        from targets import UnpriceableError
+
+        result = self.reprice(target)
+        if result.unpriceable:
+            raise UnpriceableError(next(iter(result.unpriceable.values())))
+        return result.rows
+
+    def hypervolume_history(self, reference: dict[str, float] | None = None,
+                            points: int = 60) -> list[tuple[int, float]]:
+        """How the front grew: (trial number, hypervolume of the feasible trials up to it) at up
+        to ``points`` trials spread over the run, its last trial included. ``reference`` as in
+        :meth:`hypervolume` (default: the budget). The hypervolume is computed on the front so
+        far, and again only where the front changed."""
+        trials = self.study.get_trials(deepcopy=False)
+        if not trials:
+            return []
+        objectives = self.objectives
+        reference = reference or self.budget
+        n = len(trials)
+        marks = {round(i * (n - 1) / max(points - 1, 1)) for i in range(min(points, n))}
+        front: list[tuple[Row, tuple[float, ...]]] = []
+        history, hv, changed = [], 0.0, False
+        for i, t in enumerate(trials):
+            if is_feasible(t):
+                row = self.row(t)
+                v = _minimised(row, objectives)
+                if not any(dominates(w, v) or w == v for _, w in front):
+                    front = [(r, w) for r, w in front if not dominates(v, w)] + [(row, v)]
+                    changed = True
+            if i in marks:
+                if changed:
+                    hv, changed = hypervolume([r for r, _ in front], objectives, reference), False
+                history.append((t.number, hv))
+        return history
 
     def pareto_on(self, target: str) -> list[Row]:
         """The Pareto-optimal trained candidates when priced on ``target``, by accuracy (best

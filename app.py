@@ -1,0 +1,718 @@
+"""hwsearch's front end: browse, compare and export the Pareto-optimal candidates of a run.
+
+    hwsearch app [RUN_DIR ...] [--port P]          # streamlit run app.py, on 127.0.0.1
+
+Four pages: the run's **overview** (trial counts and why trials failed, the best candidate per
+objective, the hypervolume as trials finished), the **Pareto explorer** (the front on any two of
+accuracy, latency, size and peak memory, with the selected candidate below), one **candidate** in
+detail (its layers, where its latency goes, its training, its export) and up to three candidates
+side by side (**compare**). The sidebar picks the run and the device: another target re-prices
+every trained candidate without retraining, and an estimated profile is labelled as such.
+
+The app reads a run only through the read-only results API (:mod:`search.results`) and never
+writes to it. What it reads is cached, keyed on the storage's modification time, and the page
+looks every few seconds whether that changed, so a running search shows its trials as they land.
+
+The runs offered come from ``$HWSEARCH_APP_RUNS`` (a JSON list, set by ``hwsearch app``), else
+the runs under ``./runs``; any run directory or storage URL can be typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import traceback
+from functools import lru_cache, partial
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from search.results import Repricing, RunResults, non_dominated, storage_stamp
+from spaces import Candidate
+from targets import get_target, target_names
+
+RUNS_ENV = "HWSEARCH_APP_RUNS"
+PAGES = ("Overview", "Pareto explorer", "Candidate", "Compare")
+METRICS = {"accuracy": "accuracy", "latency_ms": "latency (ms)", "size_kb": "size (KB)",
+           "peak_memory_kb": "peak memory (KB)"}
+SHORT = {"accuracy": "accuracy", "latency_ms": "latency", "size_kb": "size", "peak_memory_kb": "peak memory"}
+GROUPINGS = {"weight bits": "w_bits", "activation bits": "a_bits", "pruned share": "pruned", "nothing": None}
+# Trials off the front, by state: greyed, each with its own marker.
+GREYED = {"complete": ("dominated", "circle", "#b4b4b4"), "infeasible": ("over budget", "x", "#cfcfcf"),
+          "pruned": ("stopped early", "triangle-down", "#c4c4c4"), "failed": ("failed", "cross", "#e0b4b4"),
+          "running": ("running", "circle-open", "#9a9a9a")}
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+SYMBOLS = ("circle", "diamond", "square", "triangle-up", "star", "hexagon", "pentagon", "bowtie")
+WATCH_S = 2.0  # how often a page looks whether the run's storage changed
+SERVER_REFRESH_S = 30  # a database server has no file to look at: its caches last this long
+# Widget values that outlive the page that draws them (Streamlit drops a widget's state when a run
+# does not draw it).
+KEPT = ("x_axis", "y_axis", "colour_by", "marker_by", "compare")
+
+
+# ---------------------------------------------------------------- reading a run (cached)
+
+def parse_source(text: str) -> tuple[str, str | None, str | None]:
+    """A run directory, or a storage URL with an optional ``#study`` name: (run_dir, storage, study)."""
+    text = text.strip()
+    if "://" in text:
+        url, _, name = text.partition("#")
+        return ".", url, name or None
+    return text, None, None
+
+
+def stamp_of(source: str):
+    """The cache key of the run's current contents: its file's modification time and size; for a
+    database server, the current period of ``SERVER_REFRESH_S`` seconds."""
+    run_dir, storage, _ = parse_source(source)
+    if storage and not storage.startswith("sqlite:///"):
+        return int(time.time() // SERVER_REFRESH_S)
+    return storage_stamp(run_dir, storage)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the run…")
+def open_run(source: str, stamp) -> RunResults:
+    run_dir, storage, name = parse_source(source)
+    return RunResults(run_dir, storage, name)
+
+
+@lru_cache(maxsize=8192)
+def labels(candidate: str | None) -> tuple[str, str, str]:
+    """How a candidate is coloured and marked: weight bits, activation bits, pruned share
+    (a range where its stages differ)."""
+    if not isinstance(candidate, str):  # a trial that failed before it had a candidate
+        return "?", "?", "?"
+    stages = Candidate.from_string(candidate).stages
+
+    def span(prefix: str, values, unit: str = "") -> str:
+        lo, hi = min(values), max(values)
+        return f"{prefix}{lo:g}{unit}" if lo == hi else f"{prefix}{lo:g}–{hi:g}{unit}"
+
+    prunable = [s.prune * 100 for s in stages if s.expand > 1] or [0]
+    return (span("w", [s.w_bits for s in stages]), span("a", [s.a_bits for s in stages]),
+            span("pruned ", prunable, "%"))
+
+
+@st.cache_data(max_entries=16, show_spinner="Pricing the candidates…")
+def priced(source: str, stamp, device: str | None) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Every trial as one table row, with the labels it is drawn by and whether it is on the
+    feasible front; on another ``device``, the trained trials re-priced there (and those it cannot
+    price, with the reason)."""
+    res = open_run(source, stamp)
+    if device is None:
+        rows, unpriceable = res.rows(), {}
+        front = {r.number for r in res.pareto()}
+    else:
+        repricing: Repricing = res.reprice(device)
+        rows, unpriceable = repricing.rows, repricing.unpriceable
+        front = {r.number for r in non_dominated([r for r in rows if r.state == "complete"], res.objectives)}
+    df = pd.DataFrame([r.to_dict() for r in rows],
+                      columns=["number", "state", "candidate", "accuracy", "latency_ms", "size_kb",
+                               "peak_memory_kb", "reason"])
+    df[["w_bits", "a_bits", "pruned"]] = pd.DataFrame([labels(c) for c in df.candidate], index=df.index,
+                                                      columns=["w_bits", "a_bits", "pruned"])
+    df["front"] = df.number.isin(front)
+    return df, unpriceable
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def hypervolume_history(source: str, stamp, reference: tuple[tuple[str, float], ...]) -> list[tuple[int, float]]:
+    return open_run(source, stamp).hypervolume_history(dict(reference))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def cost_on(source: str, stamp, candidate: str, device: str):
+    return open_run(source, stamp).cost_on(candidate, device)
+
+
+@st.cache_resource(show_spinner=False)
+def devices() -> dict[str, bool]:
+    """The registered targets and whether each was measured (else estimated). ``local-cpu`` is
+    measured by definition, and is not instantiated here (it may measure on creation)."""
+    return {name: name == "local-cpu" or get_target(name).measured for name in target_names()}
+
+
+@st.cache_resource(show_spinner=False)
+def measurable_here(device: str) -> dict | None:
+    """The threads and provider to time a network with when ``device`` was measured on this very
+    host (so a measurement here is comparable with its prediction), else None."""
+    from targets.profiled import host_name
+
+    profile = getattr(get_target(device), "profile", None)
+    if profile is None or not profile.device.measured or profile.device.host != host_name():
+        return None
+    return {"threads": profile.device.threads, "provider": profile.device.provider}
+
+
+def known_runs() -> list[str]:
+    """The runs to offer: those ``hwsearch app`` was given, else the run directories under ./runs."""
+    given = os.environ.get(RUNS_ENV)
+    if given:
+        return list(dict.fromkeys(json.loads(given)))
+    return sorted(str(p.parent) for p in Path("runs").glob("*/study.journal"))
+
+
+def load(source: str, stamp) -> RunResults | None:
+    """The run, or None after saying on the page why it cannot be shown."""
+    run_dir, storage, _ = parse_source(source)
+    where = storage or run_dir
+    if not storage and not Path(run_dir).is_dir():
+        st.error(f"**{run_dir}** is not a directory. Give a run directory (the `--out` of `hwsearch run`, "
+                 "by default `runs/<name>`) or a storage URL such as `sqlite:///path/to/study.db`.")
+        return None
+    try:
+        return open_run(source, stamp)
+    except FileNotFoundError:
+        if storage or any((Path(run_dir) / f).exists() for f in ("spec.yaml", "run.lock")):
+            st.info(f"The search in **{where}** is starting: it has no trials yet. This page updates by "
+                    "itself when the first one is recorded.")
+        else:
+            st.warning(f"**{run_dir}** holds no hwsearch run (no `study.journal`). Pick a run directory, "
+                       "e.g. `runs/quickstart`, or a storage URL.")
+    except json.JSONDecodeError as e:
+        st.error(f"The study in **{where}** is corrupt: its journal is not valid JSON ({e}). It cannot be "
+                 "read here or by `hwsearch pareto`; restore it from a copy or run the search again.")
+    except ValueError as e:  # several studies in one storage
+        st.warning(f"{e}: add `#STUDY` to the URL, e.g. `{where}#my-search`.")
+    except Exception as e:  # whatever a corrupt file or an unreachable database raises
+        st.error(f"Cannot read the study in **{where}**: {type(e).__name__}: {e}. The storage is corrupt "
+                 "or unreachable.")
+    return None
+
+
+# ---------------------------------------------------------------- selection
+
+def select(number: int | None) -> None:
+    st.session_state.trial = number
+
+
+def pick_from_chart(key: str) -> None:
+    """A click on the Pareto chart selects the candidate (its trial number is the point's customdata)."""
+    points = st.session_state[key]["selection"]["points"]
+    data = points[0].get("customdata") if points else None  # [number], or number where Plotly unwraps it
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, int | float):
+        select(int(data))
+
+
+def pick_from_table(key: str, numbers: list[int]) -> None:
+    """A row selected in a table of trials (``numbers``, in the order drawn) selects its candidate."""
+    rows = st.session_state[key]["selection"]["rows"]
+    if rows:
+        select(numbers[rows[0]])
+
+
+# ---------------------------------------------------------------- formatting
+
+def fmt(metric: str, value) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    if metric == "accuracy":
+        return f"{value:.2%}"
+    return f"{value:.4f} ms" if metric == "latency_ms" else f"{value:.2f} KB"
+
+
+def natural(label: str) -> tuple:
+    return tuple(int(n) for n in re.findall(r"\d+", label)) or (1 << 30,)
+
+
+def device_words(device: str | None, res: RunResults) -> str:
+    if device is None:
+        return f"{res.target}, as searched"
+    kind = "measured" if devices().get(device, True) else "ESTIMATED from spec sheets, not measured"
+    return f"{device} ({kind}), re-priced without retraining"
+
+
+def axis_title(metric: str, device: str | None) -> str:
+    estimate = device is not None and metric != "accuracy" and not devices().get(device, True)
+    return METRICS[metric] + (f" on {device}, estimate" if estimate else f" on {device}" if device else "")
+
+
+# ---------------------------------------------------------------- charts
+
+def pareto_figure(df: pd.DataFrame, x: str, y: str, colour: str | None, marker: str | None,
+                  budget: dict[str, float], selected: int | None, device: str | None) -> go.Figure:
+    """The trials on two axes: the feasible front coloured and marked by the chosen labels, the
+    rest greyed by state, budget lines, and a ring around the selected candidate. Every point's
+    customdata is its trial number."""
+    shown = df.dropna(subset=[x, y])
+    fig = go.Figure()
+
+    def add(part: pd.DataFrame, name: str, **marker_style) -> None:
+        hover = [f"<b>trial {r.number}</b> · {r.state}<br>{fmt('accuracy', r.accuracy)} · "
+                 f"{fmt('latency_ms', r.latency_ms)} · {fmt('size_kb', r.size_kb)} · peak "
+                 f"{fmt('peak_memory_kb', r.peak_memory_kb)}<br>{r.candidate}" for r in part.itertuples()]
+        fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="markers", name=name, marker=marker_style,
+                                 customdata=[[int(n)] for n in part.number], hovertext=hover, hoverinfo="text"))
+
+    for state, part in shown[~shown.front].groupby("state", sort=False):
+        name, symbol, grey = GREYED.get(state, (state, "circle", "#b4b4b4"))
+        add(part, name, color=grey, symbol=symbol, size=7)
+    front = shown[shown.front].assign(colour=shown[colour] if colour else "", marker=shown[marker] if marker else "")
+    c_values = sorted(front.colour.unique(), key=natural)
+    m_values = sorted(front.marker.unique(), key=natural)
+    for (c, m), part in front.groupby(["colour", "marker"]):
+        name = " · ".join(v for v in (c, m) if v) or "Pareto front"
+        add(part, name, color=COLOURS[c_values.index(c) % len(COLOURS)], size=11,
+            symbol=SYMBOLS[m_values.index(m) % len(SYMBOLS)], line={"width": 1, "color": "white"})
+    if selected is not None and selected in set(shown.number):
+        row = shown[shown.number == selected].iloc[0]
+        fig.add_trace(go.Scatter(x=[row[x]], y=[row[y]], mode="markers", name=f"trial {selected}",
+                                 customdata=[[selected]], hoverinfo="skip",
+                                 marker={"size": 20, "symbol": "circle-open", "color": "black",
+                                         "line": {"width": 2}}))
+    for metric, limit in budget.items():
+        line = {"line_dash": "dash", "line_color": "#d62728", "annotation_text": f"budget {limit:g}",
+                "annotation_font_color": "#d62728"}
+        if metric == x:
+            fig.add_vline(x=limit, **line)
+        elif metric == y:
+            fig.add_hline(y=limit, **line)
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h", "y": 1.08},
+                      xaxis_title=axis_title(x, device), yaxis_title=axis_title(y, device), clickmode="event+select")
+    for metric, axis in ((x, fig.layout.xaxis), (y, fig.layout.yaxis)):
+        if metric == "accuracy":
+            axis.tickformat = ".1%"
+    return fig
+
+
+def latency_bars(blocks: list[tuple[str, float]], title: str) -> go.Figure:
+    names, ms = zip(*blocks)
+    total = sum(ms)
+    fig = go.Figure(go.Bar(x=list(ms), y=list(names), orientation="h",
+                           text=[f"{v:.4f} ms · {v / total:.0%}" for v in ms], textposition="auto"))
+    fig.update_layout(height=max(200, 28 * len(blocks) + 60), title=title, xaxis_title="ms",
+                      yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def curve_figure(curve: tuple[dict, ...], rungs: dict[int, float]) -> go.Figure:
+    steps = list(range(1, len(curve) + 1))
+    fig = go.Figure()
+    for phase in dict.fromkeys(c["phase"] for c in curve):
+        idx = [i for i, c in enumerate(curve) if c["phase"] == phase]
+        fig.add_trace(go.Scatter(x=[steps[i] for i in idx], y=[curve[i]["val_accuracy"] for i in idx],
+                                 mode="lines+markers", name=f"validation accuracy ({phase})"))
+        fig.add_trace(go.Scatter(x=[steps[i] for i in idx], y=[curve[i]["loss"] for i in idx], yaxis="y2",
+                                 mode="lines", line={"dash": "dot"}, name=f"training loss ({phase})"))
+    if rungs:
+        fig.add_trace(go.Scatter(x=list(rungs), y=list(rungs.values()), mode="markers", name="early-stopping rung",
+                                 marker={"symbol": "diamond", "size": 10}))
+    fig.update_layout(height=300, xaxis_title="epoch (dense, then quantization-aware fine-tuning)",
+                      yaxis={"title": "validation accuracy", "tickformat": ".0%"},
+                      yaxis2={"title": "loss", "overlaying": "y", "side": "right"},
+                      margin={"l": 10, "r": 10, "t": 20, "b": 10}, legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+# ---------------------------------------------------------------- candidate
+
+def architecture(plan, blocks: dict[str, float]) -> pd.DataFrame:
+    """One row per layer: what it is, its widths before and after pruning, its bits and its share
+    of the latency."""
+    total = sum(blocks.values()) or 1.0
+    rows = []
+    for layer in plan.layers:
+        kind = type(layer).__name__
+        row = {"layer": layer.name, "stride": getattr(layer, "stride", 1), "in": layer.cin,
+               "bits": f"w{layer.w_bits}a{layer.a_bits}", "activation": getattr(layer, "act", ""),
+               "latency (ms)": blocks.get(layer.name), "share": blocks.get(layer.name, 0) / total}
+        if kind == "BlockPlan":
+            row.update(kernel=layer.kernel, expand=layer.cmid_dense // layer.cin, expanded=layer.cmid_dense,
+                       **{"after pruning": layer.cmid, "pruned": 1 - layer.cmid / layer.cmid_dense,
+                          "squeeze-excite": f"{layer.se} ch" if layer.se else "",
+                          "residual": "yes" if layer.residual else ""},
+                       out=layer.cout)
+        elif kind == "StemPlan":
+            row.update(layer="stem (conv)", kernel=layer.kernel, out=layer.cout)
+        else:
+            row.update(layer="head (pool, linear)", out=layer.num_classes, activation="")
+        rows.append(row)
+    columns = ["layer", "kernel", "stride", "expand", "in", "expanded", "after pruning", "pruned", "out", "bits",
+               "squeeze-excite", "activation", "residual", "latency (ms)", "share"]
+    counts = ["kernel", "stride", "expand", "in", "expanded", "after pruning", "out"]
+    return pd.DataFrame(rows, columns=columns).astype({c: "Int64" for c in counts})
+
+
+ARCH_COLUMNS = {"pruned": st.column_config.NumberColumn(format="percent"),
+                "share": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+                "latency (ms)": st.column_config.NumberColumn(format="%.4f")}
+
+
+def blocks_on(res: RunResults, source: str, stamp, detail, device: str | None) -> list[tuple[str, float]]:
+    """The candidate's latency per layer on the device shown (as recorded when it is the run's own)."""
+    if device is None:
+        return list(detail.cost.blocks) if detail.cost else []
+    return list(cost_on(source, stamp, detail.row.candidate, device).blocks)
+
+
+def candidate_detail(res: RunResults, source: str, stamp, number: int, device: str | None,
+                     row: pd.Series | None) -> None:
+    """Everything about one candidate, in a container keyed ``detail``."""
+    with st.container(key="detail", border=True):
+        d = res.detail(number)
+        r = d.row
+        st.subheader(f"Trial {number}")
+        st.caption(f"{r.state}" + (f": {r.reason.splitlines()[0]}" if r.reason else "")
+                   + (f" · seeded as the space's {d.seeded.replace('cheapest ', 'cheapest by ')}" if d.seeded else ""))
+        if not r.candidate:
+            st.info("This trial has no candidate: it failed before its parameters made one.")
+            return
+        st.code(r.candidate, language=None)
+        metrics = {m: (row[m] if row is not None else getattr(r, m)) for m in METRICS}
+        estimate = device is not None and not devices().get(device, True)
+        for col, m in zip(st.columns(4), METRICS):
+            col.metric(SHORT[m] + (" (estimate)" if estimate and m == "latency_ms" else ""), fmt(m, metrics[m]))
+        budget = res.budget
+        for m in ("latency_ms", "size_kb", "peak_memory_kb"):
+            if m in budget and metrics[m] is not None and not pd.isna(metrics[m]):
+                share = metrics[m] / budget[m]
+                st.progress(min(share, 1.0), text=f"{SHORT[m]}: {fmt(m, metrics[m])} of the {fmt(m, budget[m])} "
+                                                  f"budget ({share:.0%})" + (" — OVER BUDGET" if share > 1 else ""))
+
+        plan = res.plan(r.candidate)
+        blocks = blocks_on(res, source, stamp, d, device)
+        st.markdown("**Architecture** (batch norm folded into each convolution; widths in channels)")
+        st.dataframe(architecture(plan, dict(blocks)), hide_index=True, column_config=ARCH_COLUMNS)
+        cand, teacher = plan.candidate, res.study.user_attrs.get("teacher", {})
+        if cand.distils:
+            st.markdown(f"**Distillation**: temperature {cand.temperature:.3g}, weight α = {cand.alpha:.3g} "
+                        "(loss = α·T²·KL + (1−α)·CE)" + (f", from the teacher `{teacher['candidate']}` "
+                                                         f"({teacher['val_accuracy']:.2%} validation accuracy)"
+                                                         if teacher.get("candidate") else ""))
+        else:
+            st.markdown("**Distillation**: none")
+        if d.params_count:
+            st.caption(f"{d.params_count:,} parameters · timings: "
+                       + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in d.timings.items()))
+        left, right = st.columns(2)
+        with left:
+            if blocks:
+                st.plotly_chart(latency_bars(blocks, "latency per layer" + (" (estimate)" if estimate else "")),
+                                key=f"bars-{number}")
+            latency_check(res, number, plan, metrics["latency_ms"], device)
+        with right:
+            if d.curve:
+                st.plotly_chart(curve_figure(d.curve, d.rungs), key=f"curve-{number}")
+        export_panel(res, source, number, r.state)
+
+
+def latency_check(res: RunResults, number: int, plan, predicted: float | None, device: str | None) -> None:
+    """Predicted against measured latency, where the device's profile was measured on this host:
+    a button times the whole network here with onnxruntime, as the profile's layers were timed."""
+    name = device or res.target
+    if predicted is None or not name:
+        return
+    how = measurable_here(name)
+    if how is None:
+        st.caption(f"Predicted {fmt('latency_ms', predicted)} on {name}. Measuring it needs that device: "
+                   "run `hwsearch latency-check` there.")
+        return
+    measured = st.session_state.setdefault("measured", {})
+    key = (name, plan.candidate.to_string())
+    if st.button(f"Measure it on this host ({name})", key=f"measure-{number}"):
+        from targets.profiler import measure_network
+
+        with st.spinner("Timing the network with onnxruntime…"):
+            measured[key] = measure_network(plan, how["threads"], how["provider"])
+    if key in measured:
+        m = measured[key]
+        st.metric("measured end to end", f"{m.mean_ms:.4f} ms", f"prediction {predicted / m.mean_ms - 1:+.1%}",
+                  delta_color="off", help=f"± {m.std_ms:.4f} ms over {m.count} runs; predicted {predicted:.4f} ms")
+
+
+def read_card(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def export_panel(res: RunResults, source: str, number: int, state: str) -> None:
+    """Export the trained candidate as ONNX (float and int8) with its card, and offer the files;
+    the card's measured latencies are shown against the predictions."""
+    st.markdown("**Export**")
+    try:
+        from search.export import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, export_trial
+    except ImportError:
+        st.info("ONNX export is not available in this installation (`search.export` is missing).")
+        return
+    if state != "complete":
+        st.caption(f"Only completed (trained, within budget) trials can be exported; this one is {state}.")
+        return
+    exports = st.session_state.setdefault("exports", {})
+    if st.button("Export to ONNX", key=f"export-{number}",
+                 help="hwsearch export: fp32 and int8 ONNX with a model card, verified with onnxruntime"):
+        with st.spinner("Exporting and verifying with onnxruntime…"):
+            try:
+                exports[(source, number)] = export_trial(res.run_dir, number)
+            except ExportError as e:
+                st.error(f"Export failed: {e}")
+    report = exports.get((source, number))
+    # else an earlier export, in export_trial's default folder
+    folder = report.out_dir if report else res.run_dir / "export" / f"trial_{number}"
+    card = report.card if report else read_card(folder / CARD_FILE)
+    if card is None:
+        return
+    latency = card["latency"]
+    where = "this host, the target" if latency["target_is_this_host"] else f"{latency['measured_on']}, not the target"
+    st.caption(f"Exported models measured on {where} (batch 1, {latency['threads']} thread(s)):")
+    st.dataframe(pd.DataFrame([{"model": name, "predicted (ms)": latency[name]["predicted_ms"],
+                                "measured (ms)": latency[name]["measured_ms"], "error": latency[name]["error"],
+                                "accuracy": card["accuracy"][name]} for name in (FP32_FILE, INT8_FILE)]),
+                 hide_index=True, column_config={"error": st.column_config.NumberColumn(format="percent"),
+                                                 "accuracy": st.column_config.NumberColumn(format="percent")})
+    for warning in card.get("warnings", []):
+        st.warning(warning)
+    files = [folder / name for name in (FP32_FILE, INT8_FILE, CARD_FILE) if (folder / name).is_file()]
+    st.caption(f"in {folder}")
+    for col, path in zip(st.columns(len(files)), files):
+        col.download_button(f"Download {path.name}", data=path.read_bytes(), file_name=path.name,
+                            key=f"download-{number}-{path.name}")
+    with st.expander("model card"):
+        st.json(card)
+
+
+# ---------------------------------------------------------------- pages
+
+def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str | None) -> None:
+    counts = res.counts()
+    st.header(f"Run {res.study.study_name}")
+    st.caption(f"{source} · target {res.target} · objectives {', '.join(res.objectives)} · budget "
+               + (", ".join(f"{k} ≤ {v:g}" for k, v in res.budget.items()) or "none"))
+    cols = st.columns(5)
+    for col, state in zip(cols, ("complete", "infeasible", "pruned", "failed", "running")):
+        col.metric({"pruned": "stopped early", "infeasible": "over budget"}.get(state, state), counts.get(state, 0))
+    if counts.get("running"):
+        st.caption(f"A search is running: this page updates as trials finish (checked every {WATCH_S:g} s).")
+
+    reasons = df[df.state.isin(["failed", "infeasible", "pruned"]) & df.reason.notna()]
+    if not reasons.empty:
+        st.subheader("Why trials did not complete")
+        grouped = (reasons.assign(reason=reasons.reason.str.split("\n").str[0])
+                   .groupby(["state", "reason"], sort=False).number.agg(["count", lambda n: ", ".join(map(str, n))])
+                   .reset_index().rename(columns={"<lambda_0>": "trials"}).sort_values("count", ascending=False))
+        st.dataframe(grouped, hide_index=True)
+
+    feasible = df[df.state == "complete"]
+    if feasible.empty:
+        st.info("No trial has completed within budget yet.")
+        return
+    st.subheader("Best candidate per objective")
+    best = []
+    for m in res.objectives:
+        row = feasible.loc[feasible[m].idxmax() if m == "accuracy" else feasible[m].idxmin()]
+        best.append({"objective": METRICS.get(m, m), "trial": int(row.number), "value": fmt(m, row[m]),
+                     **{METRICS[o]: fmt(o, row[o]) for o in METRICS if o != m}, "candidate": row.candidate})
+    numbers = [b["trial"] for b in best]
+    st.dataframe(pd.DataFrame(best), hide_index=True, key="best_table", selection_mode="single-row",
+                 on_select=partial(pick_from_table, "best_table", numbers))
+
+    reference = {m: res.budget.get(m, float(df[m].max())) for m in res.objectives if m != "accuracy"}
+    history = hypervolume_history(source, stamp, tuple(sorted(reference.items())))
+    if history:
+        st.subheader("Hypervolume over trials")
+        fig = go.Figure(go.Scatter(x=[n for n, _ in history], y=[hv for _, hv in history], mode="lines+markers",
+                                   line={"shape": "hv"}))
+        fig.update_layout(height=280, xaxis_title="trial", yaxis_title="hypervolume",
+                          margin={"l": 10, "r": 10, "t": 10, "b": 10})
+        st.plotly_chart(fig, key="hypervolume")
+        st.caption("The share of the box between the reference point (accuracy 0, "
+                   + ", ".join(f"{k} {v:g}" for k, v in reference.items())
+                   + ("; the budget" if set(reference.items()) <= set(res.budget.items()) else
+                      "; the budget where there is one, else the worst value seen")
+                   + ") and the ideal point (accuracy 1, every cost 0) that the feasible trials dominate.")
+
+
+def explorer(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str | None) -> None:
+    st.header("Pareto explorer")
+    st.caption(f"On {device_words(device, res)}. Click a point, or a row of the table, to see the candidate.")
+    c1, c2, c3, c4 = st.columns(4)
+    x = c1.selectbox("x axis", list(METRICS), format_func=METRICS.get, key="x_axis")
+    y = c2.selectbox("y axis", list(METRICS), format_func=METRICS.get, key="y_axis")
+    colour = GROUPINGS[c3.selectbox("colour by", list(GROUPINGS), key="colour_by")]
+    marker = GROUPINGS[c4.selectbox("marker by", list(GROUPINGS), key="marker_by")]
+    fig = pareto_figure(df, x, y, colour, marker, res.budget, st.session_state.trial, device)
+    st.plotly_chart(fig, key="chart", on_select=partial(pick_from_chart, "chart"), selection_mode="points")
+    hidden = len(df) - len(df.dropna(subset=[x, y]))
+    if hidden:
+        st.caption(f"{hidden} trials have no {' or '.join(METRICS[m] for m in {x, y})} to place them by "
+                   "(never trained, failed or running) and are not drawn.")
+
+    front = df[df.front].sort_values(["accuracy", "latency_ms"], ascending=[False, True])
+    st.subheader(f"The front: {len(front)} feasible Pareto-optimal candidates")
+    numbers = [int(n) for n in front.number]
+    st.dataframe(front[["number", *METRICS, "w_bits", "a_bits", "pruned", "candidate"]], hide_index=True,
+                 key="front_table", selection_mode="single-row", on_select=partial(pick_from_table, "front_table", numbers),
+                 column_config={"number": "trial", "accuracy": st.column_config.NumberColumn(format="percent"),
+                                "latency_ms": st.column_config.NumberColumn(METRICS["latency_ms"], format="%.4f"),
+                                "size_kb": st.column_config.NumberColumn(METRICS["size_kb"], format="%.2f"),
+                                "peak_memory_kb": st.column_config.NumberColumn(METRICS["peak_memory_kb"], format="%.2f"),
+                                "w_bits": "weights", "a_bits": "activations"})
+    if st.session_state.trial is None:
+        st.info("Click a point or a row of the table to see a candidate.")
+    else:
+        show_candidate(res, source, stamp, df, device, st.session_state.trial)
+
+
+def show_candidate(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str | None, number: int) -> None:
+    match = df[df.number == number]
+    if device is not None and match.empty:
+        st.info(f"Trial {number} was not re-priced on {device}: only trained candidates are.")
+        return
+    candidate_detail(res, source, stamp, number, device, match.iloc[0] if len(match) else None)
+
+
+def candidate_page(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str | None) -> None:
+    st.header("Candidate")
+    trials = df.dropna(subset=["candidate"]).sort_values(["front", "accuracy"], ascending=False)
+    if trials.empty:
+        st.info("No trial has a candidate yet.")
+        return
+    numbers = [int(n) for n in trials.number]
+    if st.session_state.trial not in numbers:
+        select(numbers[0])
+    st.session_state.trial_picker = st.session_state.trial
+    by_number = trials.set_index("number")
+    st.selectbox("trial", numbers, key="trial_picker", on_change=lambda: select(st.session_state.trial_picker),
+                 format_func=lambda n: f"trial {n} · {by_number.state[n]} · {fmt('accuracy', by_number.accuracy[n])}"
+                                       + (" · on the front" if by_number.front[n] else ""))
+    st.caption(f"On {device_words(device, res)}.")
+    show_candidate(res, source, stamp, df, device, st.session_state.trial)
+
+
+def compare(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str | None) -> None:
+    st.header("Compare")
+    trained = df.dropna(subset=["accuracy", "candidate"]).sort_values(["front", "accuracy"], ascending=False)
+    options = [int(n) for n in trained.number]
+    if len(options) < 2:
+        st.info("Comparing needs at least two trained candidates.")
+        return
+    if "compare" in st.session_state:  # what was picked, of what this run has
+        st.session_state.compare = [n for n in st.session_state.compare if n in options]
+    else:  # the selected candidate and the most accurate one of the front
+        st.session_state.compare = list(dict.fromkeys([n for n in (st.session_state.trial,) if n in options]
+                                                      + options))[:2]
+    by_number = trained.set_index("number")
+    picked = st.multiselect("candidates (two or three)", options, key="compare", max_selections=3,
+                            format_func=lambda n: f"trial {n} · {fmt('accuracy', by_number.accuracy[n])}")
+    if len(picked) < 2:
+        st.info("Pick two or three candidates.")
+        return
+    st.caption(f"On {device_words(device, res)}.")
+    table, stages = {}, {}
+    for n in picked:
+        r, d = by_number.loc[n], res.detail(n)
+        cand = Candidate.from_string(r.candidate)
+        table[f"trial {n}"] = {**{METRICS[m]: fmt(m, r[m]) for m in METRICS}, "on the front": "yes" if r.front else "no",
+                               "state": r.state, "weights": r.w_bits, "activations": r.a_bits, "pruning": r.pruned,
+                               "depth (blocks)": str(cand.depth), "parameters": f"{d.params_count:,}" if d.params_count else "–",
+                               "distillation": f"T {cand.temperature:.3g}, α {cand.alpha:.3g}" if cand.distils else "none",
+                               "candidate": r.candidate}
+        per_stage: dict[str, float] = {}
+        for name, ms in blocks_on(res, source, stamp, d, device):
+            stage = name.split(".")[0]
+            per_stage[stage] = per_stage.get(stage, 0.0) + ms
+        stages[n] = per_stage
+    st.dataframe(pd.DataFrame(table), key="compare_table")
+    fig = go.Figure([go.Bar(name=f"trial {n}", x=list(s), y=list(s.values())) for n, s in stages.items()])
+    fig.update_layout(barmode="group", height=320, yaxis_title="ms", title="latency per stage",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    st.plotly_chart(fig, key="compare_bars")
+    for col, n in zip(st.columns(len(picked)), picked):
+        with col:
+            st.markdown(f"**Trial {n}**")
+            st.dataframe(architecture(res.plan(by_number.candidate[n]),
+                                      dict(blocks_on(res, source, stamp, res.detail(n), device)))
+                         [["layer", "kernel", "expand", "after pruning", "out", "bits", "squeeze-excite", "latency (ms)"]],
+                         hide_index=True, column_config=ARCH_COLUMNS)
+
+
+# ---------------------------------------------------------------- the app
+
+@st.fragment(run_every=WATCH_S)
+def watch(source: str, drawn) -> None:
+    """Redraw the page when the run's storage changed since it was drawn (a search is writing it,
+    or a starting one created it)."""
+    if stamp_of(source) != drawn:
+        st.rerun()
+
+
+def pick_run() -> str | None:
+    """The sidebar's run picker and page switch; the run: a directory or a storage URL."""
+    st.sidebar.title("hwsearch")
+    runs = known_runs()
+    choice = st.sidebar.selectbox("run", runs, key="run_choice") if runs else None
+    other = st.sidebar.text_input("…or a run directory or storage URL", key="run_other",
+                                  placeholder="runs/my-search or sqlite:///study.db#name")
+    st.sidebar.radio("page", PAGES, key="page")
+    return other.strip() or choice
+
+
+def pick_device(res: RunResults) -> str | None:
+    """The sidebar's device: None for the run's own target (the prices recorded in the search),
+    else another registered target to re-price the trained candidates on."""
+    own = res.target or "the run's target"
+    flags = devices()
+    options = [own, *(name for name in flags if name != own)]
+    if st.session_state.get("device") not in options:  # a run searched on another target
+        st.session_state.device = own
+    device = st.sidebar.selectbox(
+        "device", options, key="device",
+        format_func=lambda n: f"{n} (as searched)" if n == own else n + ("" if flags[n] else " (estimate)"),
+        help="Re-price every trained candidate on another device's profile, without retraining.")
+    if device == own:
+        return None
+    if not flags[device]:
+        st.sidebar.caption(f"{device}'s profile is ESTIMATED from spec sheets, not measured: profile the real device "
+                           "with `hwsearch profile` for latencies you can trust.")
+    return device
+
+
+def main() -> None:
+    st.set_page_config(page_title="hwsearch", layout="wide")
+    for key in KEPT:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+    for key, default in {"trial": None, "x_axis": "latency_ms", "y_axis": "accuracy", "colour_by": "weight bits",
+                         "marker_by": "pruned share"}.items():
+        st.session_state.setdefault(key, default)
+    source = pick_run()
+    if not source:
+        st.info("No run to show: start the app with `hwsearch app RUN_DIR`, or type a run directory or storage URL "
+                "in the sidebar.")
+        return
+    if st.session_state.get("source") != source:  # another run: its trial numbers mean other candidates
+        st.session_state.source = source
+        select(None)
+        st.session_state.pop("compare", None)
+    stamp = stamp_of(source)
+    watch(source, stamp)
+    res = load(source, stamp)
+    if res is None:
+        return
+    try:
+        device = pick_device(res)
+        df, unpriceable = priced(source, stamp, device)
+        if df.empty:
+            st.info(f"The run **{source}** has no trials yet. This page updates by itself when one is recorded.")
+            return
+        if unpriceable:
+            first = next(iter(unpriceable.items()))
+            st.warning(f"{device} cannot price {len(unpriceable)} of the trained candidates, which are left out "
+                       f"(trial {first[0]}: {first[1]})")
+        page = {"Overview": overview, "Pareto explorer": explorer, "Candidate": candidate_page,
+                "Compare": compare}[st.session_state.page]
+        page(res, source, stamp, df, device)
+    except Exception as e:  # the page's promise: a clear message, never a traceback
+        st.error(f"This page cannot be drawn for {source}: {type(e).__name__}: {e}")
+        with st.expander("details"):
+            st.code(traceback.format_exc(), language=None)
+
+
+main()

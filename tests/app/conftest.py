@@ -1,0 +1,43 @@
+"""A finished tiny run for the app's tests: trained, over-budget and failed trials."""
+
+import pytest
+
+from search.evaluate import TrialFailed, evaluation_steps
+from search.runner import run_search
+from search.spec import parse_spec
+from tests.conftest import tiny_spec
+
+# A corner of the quickstart space, which every shipped profile prices (x86-epyc-1t measured, the
+# others estimated): the run measures nothing, and it can be re-priced on any shipped target.
+PRICED_SPACE = {
+    "stem_widths": [8],
+    "stages": [{"widths": [8], "depths": [1]}, {"widths": [16], "depths": [1]}, {"widths": [24], "depths": [1, 2]}],
+    "kernels": [3],
+    "expand_ratios": [1, 3],
+    "se": [False, True],
+    "activations": ["relu"],
+    "prune_ratios": [0.0, 0.5],
+    "weight_bits": [8, 32],
+    "activation_bits": [8, 32],
+}
+FAILING_TRIAL = 3  # the third candidate sent to training fails, with this reason
+FAILURE = "loss became nan on purpose"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """10 trials on x86-epyc-1t (5 epochs each, enough to tell candidates apart), under a size budget
+    that about half the space meets."""
+    sent = []
+
+    def one_fails(cand, *args, **kwargs):  # the real evaluation, except for one candidate
+        sent.append(cand)
+        if len(sent) == FAILING_TRIAL:
+            raise TrialFailed(FAILURE)
+        return (yield from evaluation_steps(cand, *args, **kwargs))
+
+    spec = parse_spec(tiny_spec(target="x86-epyc-1t", space=PRICED_SPACE, budget={"size_kb": 5.0},
+                                search={"trials": 10, "epochs": 5}))
+    run_dir = tmp_path_factory.mktemp("app") / "tiny"
+    run_search(spec, run_dir, progress=False, log=lambda m: None, evaluator=one_fails)
+    return run_dir

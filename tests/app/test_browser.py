@@ -1,0 +1,96 @@
+"""The app in a real browser: ``hwsearch app`` serves a finished tiny run, Debian's chromium
+(driven by Playwright) opens the Pareto explorer, counts the points Plotly drew, clicks one and
+reads the candidate panel. AppTest cannot see Plotly charts; this can."""
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from search.results import RunResults
+from tests.conftest import REPO, hwsearch_cmd
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium; .ci/run installs it)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tiny_run):
+    """``hwsearch app`` on the tiny run, on a free local port; stopped afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([*hwsearch_cmd(), "app", str(tiny_run), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"hwsearch app did not start:\n{proc.communicate()[0]}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_clicking_a_point_of_the_pareto_chart_opens_that_candidate(served, tiny_run, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    res = RunResults(tiny_run)
+    # the default axes are latency and accuracy: every trial with both is drawn
+    expected = sum(r.latency_ms is not None and r.accuracy is not None for r in res.rows())
+    front = {r.number for r in res.pareto()}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(served)
+            page.get_by_text("Pareto explorer", exact=True).click()
+            chart = page.locator(".js-plotly-plot").first
+            points = chart.locator(".scatterlayer .trace path.point")
+            expect(points).to_have_count(expected, timeout=30_000)
+
+            # a point of the front: its trial number is the customdata of its trace
+            numbers = [points.nth(i).evaluate(
+                "e => e.closest('g.trace').__data__[0].trace.customdata[e.__data__.i][0]") for i in range(expected)]
+            assert sorted(numbers) == sorted(r.number for r in res.rows()
+                                             if r.latency_ms is not None and r.accuracy is not None)
+            i = next(i for i, n in enumerate(numbers) if n in front)
+            box = points.nth(i).bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+            detail = page.locator(".st-key-detail")
+            expect(detail.locator("h3").first).to_have_text(f"Trial {numbers[i]}", timeout=30_000)
+            expect(detail).to_contain_text(res.detail(numbers[i]).row.candidate)
+            shot = tmp_path / "pareto-explorer.png"
+            page.screenshot(path=shot)
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("HWSEARCH_SCREENSHOTS"):  # CI keeps it as an artifact
+                Path(os.environ["HWSEARCH_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=Path(os.environ["HWSEARCH_SCREENSHOTS"]) / shot.name)
+        finally:
+            browser.close()
