@@ -190,14 +190,17 @@ def select(number: int | None) -> None:
     st.session_state.trial = number
 
 
-def pick_from_chart(key: str) -> None:
-    """A click on the Pareto chart selects the candidate (its trial number is the point's customdata)."""
+def pick_from_chart(key: str, table: str, numbers: list[int]) -> None:
+    """A click on the Pareto chart selects the candidate (its trial number is the point's
+    customdata), and its row in the ``table`` of trials ``numbers`` (none if it is not there)."""
     points = st.session_state[key]["selection"]["points"]
     data = points[0].get("customdata") if points else None  # [number], or number where Plotly unwraps it
     if isinstance(data, list) and data:
         data = data[0]
     if isinstance(data, int | float):
         select(int(data))
+        rows = [numbers.index(int(data))] if int(data) in numbers else []
+        st.session_state[table] = {"selection": {"rows": rows, "columns": []}}
 
 
 def pick_from_table(key: str, numbers: list[int]) -> None:
@@ -537,16 +540,17 @@ def explorer(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     y = c2.selectbox("y axis", list(METRICS), format_func=METRICS.get, key="y_axis")
     colour = GROUPINGS[c3.selectbox("colour by", list(GROUPINGS), key="colour_by")]
     marker = GROUPINGS[c4.selectbox("marker by", list(GROUPINGS), key="marker_by")]
+    front = df[df.front].sort_values(["accuracy", "latency_ms"], ascending=[False, True])
+    numbers = [int(n) for n in front.number]
     fig = pareto_figure(df, x, y, colour, marker, res.budget, st.session_state.trial, device)
-    st.plotly_chart(fig, key="chart", on_select=partial(pick_from_chart, "chart"), selection_mode="points")
+    st.plotly_chart(fig, key="chart", on_select=partial(pick_from_chart, "chart", "front_table", numbers),
+                    selection_mode="points")
     hidden = len(df) - len(df.dropna(subset=[x, y]))
     if hidden:
         st.caption(f"{hidden} trials have no {' or '.join(METRICS[m] for m in {x, y})} to place them by "
                    "(never trained, failed or running) and are not drawn.")
 
-    front = df[df.front].sort_values(["accuracy", "latency_ms"], ascending=[False, True])
     st.subheader(f"The front: {len(front)} feasible Pareto-optimal candidates")
-    numbers = [int(n) for n in front.number]
     st.dataframe(front[["number", *METRICS, "w_bits", "a_bits", "pruned", "candidate"]], hide_index=True,
                  key="front_table", selection_mode="single-row", on_select=partial(pick_from_table, "front_table", numbers),
                  column_config={"number": "trial", "accuracy": st.column_config.NumberColumn(format="percent"),

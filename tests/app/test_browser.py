@@ -1,6 +1,7 @@
 """The app in a real browser: ``hwsearch app`` serves a finished tiny run, Debian's chromium
-(driven by Playwright) opens the Pareto explorer, counts the points Plotly drew, clicks one and
-reads the candidate panel. AppTest cannot see Plotly charts; this can."""
+(driven by Playwright) opens the Pareto explorer, counts the points Plotly drew, clicks one, then a
+row of the front table, and reads the candidate panel each time. AppTest cannot see Plotly charts
+or click a table; this can."""
 
 import os
 import socket
@@ -57,40 +58,48 @@ def served(tiny_run):
         proc.wait()
 
 
-def test_clicking_a_point_of_the_pareto_chart_opens_that_candidate(served, tiny_run, tmp_path):
+def test_a_click_on_the_chart_or_the_front_table_opens_that_candidate(served, tiny_run, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     res = RunResults(tiny_run)
     # the default axes are latency and accuracy: every trial with both is drawn
-    expected = sum(r.latency_ms is not None and r.accuracy is not None for r in res.rows())
-    front = {r.number for r in res.pareto()}
+    drawn = [r for r in res.rows() if r.latency_ms is not None and r.accuracy is not None]
+    front = sorted(res.pareto(), key=lambda r: (-r.accuracy, r.latency_ms))  # the table's order
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM))
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(served)
             page.get_by_text("Pareto explorer", exact=True).click()
-            chart = page.locator(".js-plotly-plot").first
-            points = chart.locator(".scatterlayer .trace path.point")
-            expect(points).to_have_count(expected, timeout=30_000)
+            points = page.locator(".st-key-chart .scatterlayer .trace path.point")
+            expect(points).to_have_count(len(drawn), timeout=30_000)
+            numbers = [points.nth(i).evaluate("e => e.closest('g.trace').__data__[0].trace.customdata[e.__data__.i][0]")
+                       for i in range(len(drawn))]
+            assert sorted(numbers) == sorted(r.number for r in drawn)  # each trial once, named by customdata
 
-            # a point of the front: its trial number is the customdata of its trace
-            numbers = [points.nth(i).evaluate(
-                "e => e.closest('g.trace').__data__[0].trace.customdata[e.__data__.i][0]") for i in range(expected)]
-            assert sorted(numbers) == sorted(r.number for r in res.rows()
-                                             if r.latency_ms is not None and r.accuracy is not None)
-            i = next(i for i, n in enumerate(numbers) if n in front)
-            box = points.nth(i).bounding_box()
+            # a click on a point off the front, alone at its place (two trials can share a place)
+            where = [(r.latency_ms, r.accuracy) for r in drawn]
+            alone = [r.number for r in drawn if where.count((r.latency_ms, r.accuracy)) == 1
+                     and r.number not in {f.number for f in front}]
+            assert alone, "the tiny run needs a dominated trial with a place of its own"
+            box = points.nth(numbers.index(alone[0])).bounding_box()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-
             detail = page.locator(".st-key-detail")
-            expect(detail.locator("h3").first).to_have_text(f"Trial {numbers[i]}", timeout=30_000)
-            expect(detail).to_contain_text(res.detail(numbers[i]).row.candidate)
+            expect(detail.locator("h3").first).to_have_text(f"Trial {alone[0]}", timeout=30_000)
+            expect(detail).to_contain_text(res.detail(alone[0]).row.candidate)
             shot = tmp_path / "pareto-explorer.png"
             page.screenshot(path=shot)
             assert shot.stat().st_size > 10_000
-            if os.environ.get("HWSEARCH_SCREENSHOTS"):  # CI keeps it as an artifact
+            if os.environ.get("HWSEARCH_SCREENSHOTS"):  # where CI keeps it
                 Path(os.environ["HWSEARCH_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=Path(os.environ["HWSEARCH_SCREENSHOTS"]) / shot.name)
+
+            # a click on the first row of the front table (the grid is a canvas: its checkbox column,
+            # one 35-pixel header row down)
+            table = page.locator(".st-key-front_table")
+            table.scroll_into_view_if_needed()
+            box = table.bounding_box()
+            page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)
+            expect(detail.locator("h3").first).to_have_text(f"Trial {front[0].number}", timeout=30_000)
         finally:
             browser.close()
