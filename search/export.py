@@ -32,8 +32,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from search.datasets import Data
+    from search.results import RunResults
+    from search.spec import Spec
+    from targets import Target
 
 FP32_FILE, INT8_FILE, CARD_FILE = "model.onnx", "model.int8.onnx", "card.json"
 CARD_VERSION = 1
@@ -60,10 +67,10 @@ class RunContext:
     """What every export of one run shares, loaded once: results, spec, data, target."""
 
     run_dir: Path
-    results: object  # search.results.RunResults
-    spec: object  # search.spec.Spec
-    data: object  # search.datasets.Data
-    target: object  # targets.Target
+    results: RunResults
+    spec: Spec
+    data: Data
+    target: Target
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunContext:
