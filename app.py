@@ -31,7 +31,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from search.results import Repricing, RunResults, non_dominated, storage_stamp
+from search.results import Repricing, RunResults, non_dominated, storage_stamp, study_names
 from spaces import Candidate
 from targets import get_target, target_names
 
@@ -176,8 +176,13 @@ def load(source: str, stamp) -> RunResults | None:
     except json.JSONDecodeError as e:
         st.error(f"The study in **{where}** is corrupt: its journal is not valid JSON ({e}). It cannot be "
                  "read here or by `hwsearch pareto`; restore it from a copy or run the search again.")
-    except ValueError as e:  # several studies in one storage
-        st.warning(f"{e}: add `#STUDY` to the URL, e.g. `{where}#my-search`.")
+    except ValueError as e:
+        names = study_names(run_dir, storage)
+        if len(names) > 1 and not parse_source(source)[2]:
+            st.warning(f"**{where}** holds several studies ({', '.join(names)}): add `#STUDY` to the URL, "
+                       f"e.g. `{where}#{names[0]}`.")
+        else:
+            st.error(f"Cannot read the study in **{where}**: {e}")
     except Exception as e:  # whatever a corrupt file or an unreachable database raises
         st.error(f"Cannot read the study in **{where}**: {type(e).__name__}: {e}. The storage is corrupt "
                  "or unreachable.")
@@ -232,8 +237,11 @@ def device_words(device: str | None, res: RunResults) -> str:
 
 
 def axis_title(metric: str, device: str | None) -> str:
-    estimate = device is not None and metric != "accuracy" and not devices().get(device, True)
-    return METRICS[metric] + (f" on {device}, estimate" if estimate else f" on {device}" if device else "")
+    """A metric's name; latency's says on which other device it was re-priced, and whether that is an
+    estimate (accuracy, size and peak memory do not depend on the device)."""
+    if metric != "latency_ms" or device is None:
+        return METRICS[metric]
+    return f"{METRICS[metric]} on {device}" + ("" if devices().get(device, True) else ", estimate")
 
 
 # ---------------------------------------------------------------- charts
@@ -260,7 +268,7 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, colour: str | None, marker: 
     c_values = sorted(front.colour.unique(), key=natural)
     m_values = sorted(front.marker.unique(), key=natural)
     for (c, m), part in front.groupby(["colour", "marker"]):
-        name = " · ".join(v for v in (c, m) if v) or "Pareto front"
+        name = " · ".join(dict.fromkeys(v for v in (c, m) if v)) or "Pareto front"
         add(part, name, color=COLOURS[c_values.index(c) % len(COLOURS)], size=11,
             symbol=SYMBOLS[m_values.index(m) % len(SYMBOLS)], line={"width": 1, "color": "white"})
     if selected is not None and selected in set(shown.number):
@@ -276,7 +284,7 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, colour: str | None, marker: 
             fig.add_vline(x=limit, **line)
         elif metric == y:
             fig.add_hline(y=limit, **line)
-    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h", "y": 1.08},
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       xaxis_title=axis_title(x, device), yaxis_title=axis_title(y, device), clickmode="event+select")
     for metric, axis in ((x, fig.layout.xaxis), (y, fig.layout.yaxis)):
         if metric == "accuracy":
@@ -439,12 +447,9 @@ def read_card(path: Path) -> dict | None:
 def export_panel(res: RunResults, source: str, number: int, state: str) -> None:
     """Export the trained candidate as ONNX (float and int8) with its card, and offer the files;
     the card's measured latencies are shown against the predictions."""
+    from search.export import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, export_trial
+
     st.markdown("**Export**")
-    try:
-        from search.export import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, export_trial
-    except ImportError:
-        st.info("ONNX export is not available in this installation (`search.export` is missing).")
-        return
     if state != "complete":
         st.caption(f"Only completed (trained, within budget) trials can be exported; this one is {state}.")
         return
@@ -497,9 +502,12 @@ def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     reasons = df[df.state.isin(["failed", "infeasible", "pruned"]) & df.reason.notna()]
     if not reasons.empty:
         st.subheader("Why trials did not complete")
-        grouped = (reasons.assign(reason=reasons.reason.str.split("\n").str[0])
-                   .groupby(["state", "reason"], sort=False).number.agg(["count", lambda n: ", ".join(map(str, n))])
-                   .reset_index().rename(columns={"<lambda_0>": "trials"}).sort_values("count", ascending=False))
+        # one row per kind of reason: its first line, without the figures of an over-budget one
+        kinds = reasons.reason.str.split("\n").str[0].str.replace(r" [-+0-9.e]+ > [-+0-9.e]+", "", regex=True)
+        grouped = (reasons.assign(state=reasons.state.map(lambda s: GREYED[s][0]), reason=kinds)
+                   .groupby(["state", "reason"], sort=False).number
+                   .agg(count="count", trials=lambda n: ", ".join(map(str, n)))
+                   .reset_index().sort_values("count", ascending=False))
         st.dataframe(grouped, hide_index=True)
 
     feasible = df[df.state == "complete"]
@@ -510,8 +518,8 @@ def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     best = []
     for m in res.objectives:
         row = feasible.loc[feasible[m].idxmax() if m == "accuracy" else feasible[m].idxmin()]
-        best.append({"objective": METRICS.get(m, m), "trial": int(row.number), "value": fmt(m, row[m]),
-                     **{METRICS[o]: fmt(o, row[o]) for o in METRICS if o != m}, "candidate": row.candidate})
+        best.append({"best by": METRICS.get(m, m), "trial": int(row.number),
+                     **{METRICS[o]: fmt(o, row[o]) for o in METRICS}, "candidate": row.candidate})
     numbers = [b["trial"] for b in best]
     st.dataframe(pd.DataFrame(best), hide_index=True, key="best_table", selection_mode="single-row",
                  on_select=partial(pick_from_table, "best_table", numbers))
@@ -672,7 +680,10 @@ def pick_device(res: RunResults) -> str | None:
         help="Re-price every trained candidate on another device's profile, without retraining.")
     if device == own:
         return None
-    if not flags[device]:
+    if device == "local-cpu":
+        st.sidebar.caption("local-cpu measures each layer it has not met yet on this host: the first re-pricing "
+                           "of a run can take minutes.")
+    elif not flags[device]:
         st.sidebar.caption(f"{device}'s profile is ESTIMATED from spec sheets, not measured: profile the real device "
                            "with `hwsearch profile` for latencies you can trust.")
     return device
@@ -684,7 +695,7 @@ def main() -> None:
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
     for key, default in {"trial": None, "x_axis": "latency_ms", "y_axis": "accuracy", "colour_by": "weight bits",
-                         "marker_by": "pruned share"}.items():
+                         "marker_by": "activation bits"}.items():
         st.session_state.setdefault(key, default)
     source = pick_run()
     if not source:
@@ -694,7 +705,8 @@ def main() -> None:
     if st.session_state.get("source") != source:  # another run: its trial numbers mean other candidates
         st.session_state.source = source
         select(None)
-        st.session_state.pop("compare", None)
+        for key in ("compare", "device"):
+            st.session_state.pop(key, None)
     stamp = stamp_of(source)
     watch(source, stamp)
     res = load(source, stamp)

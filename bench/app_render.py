@@ -18,7 +18,8 @@ Two measurements:
 2. **In a browser** (Debian's chromium via Playwright, if installed): ``hwsearch app`` on the run;
    the first load until the overview is drawn, a click on "Pareto explorer" until Plotly has drawn
    every point of the chart, a click back to the overview; on the first visit after the server
-   started (it reads the run then), and on a second visit.
+   started (it reads the run then), and on a second visit. For scale, the load of a bare
+   Streamlit page (one word) in the same browser.
 
 Writes bench/results/app_render.json.
 """
@@ -144,30 +145,35 @@ def script_times(run_dir: Path, repeats: int) -> dict:
     return out
 
 
+def serve(command: list[str]):
+    """Start a Streamlit server (``command`` takes the port last) on a free port; its URL and process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([*command, str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    return url, server
+
+
 def browser_times(run_dir: Path, points: int) -> dict:
     """In chromium, against ``hwsearch app`` on the run: the first load (Streamlit's page, the study
     read, the overview drawn with its hypervolume chart), then a click on the Pareto explorer until
     Plotly has drawn all of its ``points``, then a click back on the overview. Twice: the first
     time (the server has not read the run yet, the browser has not cached Streamlit's scripts) and
-    again, in a new tab."""
+    again, in a new tab. For scale, the same loads of a Streamlit page that only writes a word."""
     from playwright.sync_api import expect, sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "search.cli", "app", str(run_dir), "--port", str(port)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-        out = {}
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM))
+    out = {}
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM))
+        url, server = serve([sys.executable, "-m", "search.cli", "app", str(run_dir), "--port"])
+        try:
             context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one HTTP cache
             for visit in ("first", "again"):
                 page = context.new_page()
@@ -187,11 +193,27 @@ def browser_times(run_dir: Path, points: int) -> dict:
                 out[visit] = {"load_to_overview_s": round(loaded, 3), "click_to_explorer_s": round(explorer, 3),
                               "click_to_overview_s": round(back, 3)}
                 page.close()
-            browser.close()
-        return out
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        hello = Path(tmp) / "hello.py"
+        hello.write_text("import streamlit as st\nst.write('hello')\n")
+        url, server = serve([sys.executable, "-m", "streamlit", "run", str(hello), "--server.headless", "true",
+                             "--server.port"])
+        try:
+            context = browser.new_context()
+            for visit in ("first", "again"):
+                page = context.new_page()
+                t0 = time.perf_counter()
+                page.goto(url)
+                expect(page.get_by_text("hello", exact=True)).to_be_visible(timeout=60_000)
+                out[f"bare_streamlit_page_{visit}_load_s"] = round(time.perf_counter() - t0, 3)
+                page.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        browser.close()
+    return out
 
 
 def main() -> None:
@@ -207,22 +229,25 @@ def main() -> None:
         print(f"synthetic run of {args.trials} trials {counts} written in {time.perf_counter() - t0:.1f} s")
         from search.results import RunResults
 
-        rows = RunResults(run_dir).rows()
-        points = sum(r.latency_ms is not None and r.accuracy is not None for r in rows)
+        res = RunResults(run_dir)
+        points = sum(r.latency_ms is not None and r.accuracy is not None for r in res.rows())
+        front = len(res.pareto())
         print("script time per page (AppTest):")
         pages = script_times(run_dir, args.repeats)
         browser = None
         if not args.no_browser and CHROMIUM.exists():
             browser = browser_times(run_dir, points)
-            for visit, t in browser.items():
-                print(f"in chromium, {visit} visit: load to overview drawn {t['load_to_overview_s']:.2f} s, "
+            for visit in ("first", "again"):
+                t = browser[visit]
+                print(f"in chromium, {visit} visit: load to overview drawn {t['load_to_overview_s']:.2f} s "
+                      f"(a bare Streamlit page: {browser[f'bare_streamlit_page_{visit}_load_s']:.2f} s), "
                       f"click to the explorer's {points} points drawn {t['click_to_explorer_s']:.2f} s, "
                       f"back to the overview {t['click_to_overview_s']:.2f} s")
     from targets.profiled import host_name
 
     dest = write_results("app_render", {
         "host": host_name(), "cpus": os.cpu_count(), "command": "python bench/app_render.py",
-        "trials": args.trials, "counts": counts, "points_on_the_default_chart": points, "repeats": args.repeats,
+        "trials": args.trials, "counts": counts, "points_on_the_default_chart": points, "front": front, "repeats": args.repeats,
         "goal_s": 2.0, "script_time_per_page": pages, "browser_pareto_explorer": browser,
     })
     print(f"wrote {dest}")

@@ -12,7 +12,7 @@ import numpy as np
 
 from search.pareto import dominates
 from search.pareto import hypervolume as _hypervolume
-from search.study import JOURNAL, is_feasible, load_study
+from search.study import JOURNAL, is_feasible, load_study, storage_for
 from targets.cost import Cost
 
 
@@ -79,6 +79,13 @@ def storage_stamp(run_dir: str | Path, storage: str | None = None) -> tuple[int,
     except OSError:
         return None
     return st.st_mtime_ns, st.st_size
+
+
+def study_names(run_dir: str | Path, storage: str | None = None) -> list[str]:
+    """The names of the studies in a run's storage (its journal, or the storage URL)."""
+    import optuna
+
+    return optuna.get_all_study_names(storage_for(Path(run_dir), storage))
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,27 @@ def test_the_run_picker_offers_the_given_runs_and_opens_any_other(tiny_run, tmp_
     shown = {m.label: m.value for m in at.metric}
     assert shown["complete"] == str(counts["complete"]) and shown["failed"] == "1"
     assert shown["over budget"] == str(counts["infeasible"]) and counts["infeasible"] > 0
-    reasons = at.dataframe[0].value
-    assert FAILURE in " ".join(reasons.reason) and "over budget: size_kb" in " ".join(reasons.reason)
+    reasons = {(r.state, r.reason): r.count for r in at.dataframe[0].value.itertuples()}  # one row per kind
+    assert reasons == {("over budget", "over budget: size_kb"): counts["infeasible"], ("failed", f"TrialFailed: {FAILURE}"): 1}
     best = at.dataframe[1].value  # the best candidate per objective
-    assert list(best.objective) == ["accuracy", "latency (ms)", "size (KB)"]
+    assert list(best["best by"]) == ["accuracy", "latency (ms)", "size (KB)"]
     assert best.trial[0] == max(RunResults(tiny_run).pareto(), key=lambda r: r.accuracy).number
 
     at.sidebar.text_input(key="run_other").set_value(str(other)).run()
     clean(at)
     assert str(other) in at.caption[0].value
+
+    # a storage URL: the run's study copied into SQLite, next to another study
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.copy_study(from_study_name="tiny", from_storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tiny_run / JOURNAL))), to_storage=url)
+    optuna.create_study(study_name="another", storage=url)
+    at.sidebar.text_input(key="run_other").set_value(url).run()
+    assert not at.exception and f"{url}#tiny" in texts(at)
+    at.sidebar.text_input(key="run_other").set_value(f"{url}#tiny").run()
+    clean(at)
+    assert at.header[0].value == "Run tiny"
+    assert {m.label: m.value for m in at.metric}["complete"] == str(counts["complete"])
 
 
 def test_a_selection_in_session_state_opens_that_candidate_on_every_page(tiny_run, monkeypatch):
@@ -159,3 +171,23 @@ def test_exporting_a_candidate_offers_its_files(tiny_run, tmp_path, monkeypatch)
     assert all((folder / name).stat().st_size > 0 for name in ("model.onnx", "model.int8.onnx", "card.json"))
     latencies = at.dataframe[-1].value  # the card's measured latencies against the predictions
     assert list(latencies.model) == ["model.onnx", "model.int8.onnx"] and (latencies["measured (ms)"] > 0).all()
+
+
+def test_the_predicted_latency_is_measured_here_only_where_the_profile_was(tiny_run, monkeypatch):
+    from targets import get_target
+    from targets.profiled import host_name
+
+    res = RunResults(tiny_run)
+    number = res.pareto()[0].number
+    at = app(monkeypatch, tiny_run)
+    at.session_state["trial"] = number
+    page(at, "Candidate")
+    clean(at)
+    if get_target(res.target).profile.device.host != host_name():  # x86-epyc-1t was measured on another CPU
+        assert "Measuring it needs that device" in texts(at)
+        return
+    at.button(key=f"measure-{number}").click().run()
+    clean(at)
+    measured = next(m for m in at.metric if m.label == "measured end to end")
+    assert measured.value.endswith(" ms") and float(measured.value.removesuffix(" ms")) > 0
+    assert measured.delta.startswith("prediction ")
