@@ -489,6 +489,8 @@ def export_panel(res: RunResults, source: str, number: int, state: str) -> None:
 # ---------------------------------------------------------------- pages
 
 def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str | None) -> None:
+    """The run as searched; the best candidates on the device shown."""
+    searched = priced(source, stamp, None)[0] if device else df
     counts = res.counts()
     st.header(f"Run {res.study.study_name}")
     st.caption(f"{source} · target {res.target} · objectives {', '.join(res.objectives)} · budget "
@@ -499,7 +501,7 @@ def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     if counts.get("running"):
         st.caption(f"A search is running: this page updates as trials finish (checked every {WATCH_S:g} s).")
 
-    reasons = df[df.state.isin(["failed", "infeasible", "pruned"]) & df.reason.notna()]
+    reasons = searched[searched.state.isin(["failed", "infeasible", "pruned"]) & searched.reason.notna()]
     if not reasons.empty:
         st.subheader("Why trials did not complete")
         # one row per kind of reason: its first line, without the figures of an over-budget one
@@ -512,9 +514,9 @@ def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
 
     feasible = df[df.state == "complete"]
     if feasible.empty:
-        st.info("No trial has completed within budget yet.")
+        st.info("No trial has completed within budget" + (f" on {device}." if device else " yet."))
         return
-    st.subheader("Best candidate per objective")
+    st.subheader("Best candidate per objective" + (f" on {device}" if device else ""))
     best = []
     for m in res.objectives:
         row = feasible.loc[feasible[m].idxmax() if m == "accuracy" else feasible[m].idxmin()]
@@ -524,10 +526,10 @@ def overview(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     st.dataframe(pd.DataFrame(best), hide_index=True, key="best_table", selection_mode="single-row",
                  on_select=partial(pick_from_table, "best_table", numbers))
 
-    reference = {m: res.budget.get(m, float(df[m].max())) for m in res.objectives if m != "accuracy"}
+    reference = {m: res.budget.get(m, float(searched[m].max())) for m in res.objectives if m != "accuracy"}
     history = hypervolume_history(source, stamp, tuple(sorted(reference.items())))
     if history:
-        st.subheader("Hypervolume over trials")
+        st.subheader("Hypervolume over trials" + (f" (on {res.target}, as searched)" if device else ""))
         fig = go.Figure(go.Scatter(x=[n for n, _ in history], y=[hv for _, hv in history], mode="lines+markers",
                                    line={"shape": "hv"}))
         fig.update_layout(height=280, xaxis_title="trial", yaxis_title="hypervolume",
@@ -559,12 +561,14 @@ def explorer(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
                    "(never trained, failed or running) and are not drawn.")
 
     st.subheader(f"The front: {len(front)} feasible Pareto-optimal candidates")
+    number_column = st.column_config.NumberColumn
     st.dataframe(front[["number", *METRICS, "w_bits", "a_bits", "pruned", "candidate"]], hide_index=True,
-                 key="front_table", selection_mode="single-row", on_select=partial(pick_from_table, "front_table", numbers),
-                 column_config={"number": "trial", "accuracy": st.column_config.NumberColumn(format="percent"),
-                                "latency_ms": st.column_config.NumberColumn(METRICS["latency_ms"], format="%.4f"),
-                                "size_kb": st.column_config.NumberColumn(METRICS["size_kb"], format="%.2f"),
-                                "peak_memory_kb": st.column_config.NumberColumn(METRICS["peak_memory_kb"], format="%.2f"),
+                 key="front_table", selection_mode="single-row",
+                 on_select=partial(pick_from_table, "front_table", numbers),
+                 column_config={"number": "trial", "accuracy": number_column(format="percent"),
+                                "latency_ms": number_column(METRICS["latency_ms"], format="%.4f"),
+                                "size_kb": number_column(METRICS["size_kb"], format="%.2f"),
+                                "peak_memory_kb": number_column(METRICS["peak_memory_kb"], format="%.2f"),
                                 "w_bits": "weights", "a_bits": "activations"})
     if st.session_state.trial is None:
         st.info("Click a point or a row of the table to see a candidate.")
@@ -617,20 +621,21 @@ def compare(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str |
         st.info("Pick two or three candidates.")
         return
     st.caption(f"On {device_words(device, res)}.")
-    table, stages = {}, {}
+    table, stages, blocks = {}, {}, {}
     for n in picked:
         r, d = by_number.loc[n], res.detail(n)
         cand = Candidate.from_string(r.candidate)
-        table[f"trial {n}"] = {**{METRICS[m]: fmt(m, r[m]) for m in METRICS}, "on the front": "yes" if r.front else "no",
-                               "state": r.state, "weights": r.w_bits, "activations": r.a_bits, "pruning": r.pruned,
-                               "depth (blocks)": str(cand.depth), "parameters": f"{d.params_count:,}" if d.params_count else "–",
-                               "distillation": f"T {cand.temperature:.3g}, α {cand.alpha:.3g}" if cand.distils else "none",
-                               "candidate": r.candidate}
-        per_stage: dict[str, float] = {}
-        for name, ms in blocks_on(res, source, stamp, d, device):
+        table[f"trial {n}"] = {
+            **{METRICS[m]: fmt(m, r[m]) for m in METRICS}, "on the front": "yes" if r.front else "no",
+            "state": r.state, "weights": r.w_bits, "activations": r.a_bits, "pruning": r.pruned,
+            "depth (blocks)": str(cand.depth), "parameters": f"{d.params_count:,}" if d.params_count else "–",
+            "distillation": f"T {cand.temperature:.3g}, α {cand.alpha:.3g}" if cand.distils else "none",
+            "candidate": r.candidate}
+        blocks[n] = blocks_on(res, source, stamp, d, device)
+        stages[n] = {}
+        for name, ms in blocks[n]:  # s1.b0, s1.b1 -> s1
             stage = name.split(".")[0]
-            per_stage[stage] = per_stage.get(stage, 0.0) + ms
-        stages[n] = per_stage
+            stages[n][stage] = stages[n].get(stage, 0.0) + ms
     st.dataframe(pd.DataFrame(table), key="compare_table")
     fig = go.Figure([go.Bar(name=f"trial {n}", x=list(s), y=list(s.values())) for n, s in stages.items()])
     fig.update_layout(barmode="group", height=320, yaxis_title="ms", title="latency per stage",
@@ -639,10 +644,9 @@ def compare(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str |
     for col, n in zip(st.columns(len(picked)), picked):
         with col:
             st.markdown(f"**Trial {n}**")
-            st.dataframe(architecture(res.plan(by_number.candidate[n]),
-                                      dict(blocks_on(res, source, stamp, res.detail(n), device)))
-                         [["layer", "kernel", "expand", "after pruning", "out", "bits", "squeeze-excite", "latency (ms)"]],
-                         hide_index=True, column_config=ARCH_COLUMNS)
+            layers = architecture(res.plan(by_number.candidate[n]), dict(blocks[n]))
+            st.dataframe(layers[["layer", "kernel", "expand", "after pruning", "out", "bits", "squeeze-excite",
+                                 "latency (ms)"]], hide_index=True, column_config=ARCH_COLUMNS)
 
 
 # ---------------------------------------------------------------- the app

@@ -247,7 +247,8 @@ def main() -> None:
 
     dest = write_results("app_render", {
         "host": host_name(), "cpus": os.cpu_count(), "command": "python bench/app_render.py",
-        "trials": args.trials, "counts": counts, "points_on_the_default_chart": points, "front": front, "repeats": args.repeats,
+        "trials": args.trials, "counts": counts, "points_on_the_default_chart": points, "front": front,
+        "repeats": args.repeats,
         "goal_s": 2.0, "script_time_per_page": pages, "browser_pareto_explorer": browser,
     })
     print(f"wrote {dest}")

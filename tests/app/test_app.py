@@ -53,7 +53,8 @@ def test_the_run_picker_offers_the_given_runs_and_opens_any_other(tiny_run, tmp_
     assert shown["complete"] == str(counts["complete"]) and shown["failed"] == "1"
     assert shown["over budget"] == str(counts["infeasible"]) and counts["infeasible"] > 0
     reasons = {(r.state, r.reason): r.count for r in at.dataframe[0].value.itertuples()}  # one row per kind
-    assert reasons == {("over budget", "over budget: size_kb"): counts["infeasible"], ("failed", f"TrialFailed: {FAILURE}"): 1}
+    assert reasons == {("over budget", "over budget: size_kb"): counts["infeasible"],
+                       ("failed", f"TrialFailed: {FAILURE}"): 1}
     best = at.dataframe[1].value  # the best candidate per objective
     assert list(best["best by"]) == ["accuracy", "latency (ms)", "size (KB)"]
     assert best.trial[0] == max(RunResults(tiny_run).pareto(), key=lambda r: r.accuracy).number
