@@ -87,6 +87,8 @@ class RunContext:
         spec = load_spec(run_dir / "spec.yaml")
         data = load_dataset(spec.dataset, spec.search.seed)
         target = get_target(results.study.user_attrs.get("target", spec.target))
+        # as the search did: a profile measured on this host is fitted to this space's networks
+        target.ensure_calibrated(spec.space, data.input_shape, data.num_classes)
         return cls(run_dir, results, spec, data, target)
 
 
@@ -290,17 +292,17 @@ def onnx_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray, batch: int =
 
 def measure_latencies(models: dict[str, tuple[bytes, np.ndarray]], threads: int, provider: str,
                       rounds: int = 3) -> dict[str, float]:
-    """Median latency in ms of each model on its one-image input; the models take turns over
-    ``rounds`` rounds and each keeps its best round, so a noisy moment hits them alike."""
+    """Median latency in ms of each model on its one-image input: the models take turns over
+    ``rounds`` rounds, so a noisy moment hits them alike, and each reports the median of its
+    rounds' medians (the statistic the profile's own measurements use)."""
     from targets.measure import session, time_session
 
     sessions = {k: (session(b, threads, provider), x) for k, (b, x) in models.items()}
-    best = {k: float("inf") for k in models}
+    medians: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
         for k, (sess, x) in sessions.items():
-            lat = time_session(sess, {sess.get_inputs()[0].name: x}, repeats=100, min_seconds=0.1)
-            best[k] = min(best[k], lat.mean_ms)
-    return best
+            medians[k].append(time_session(sess, {sess.get_inputs()[0].name: x}, repeats=100, min_seconds=0.1).mean_ms)
+    return {k: float(np.median(v)) for k, v in medians.items()}
 
 
 def _tensor_bytes(model) -> int:
