@@ -122,7 +122,7 @@ def _space_and_input(args):
         if not args.input:
             from search.datasets import load_dataset
 
-            data = load_dataset(spec.dataset, spec.search.seed)
+            data = load_dataset(spec.dataset, spec.data_seed)
             shape, classes = data.input_shape, data.num_classes
     if args.input:
         try:

@@ -33,6 +33,10 @@ class TrainSettings:
     batch_size: int = 64
     lr: float = 3e-3
     device: str = "cpu"
+    # "qat": fine-tune with the quantizers on (the search's pipeline). "ptq": fine-tune the pruned
+    # network in float, then quantize it after training, only calibrating activation ranges
+    # (post-training quantization, the hand-made pipeline the benchmarks compare against).
+    quantization: str = "qat"
 
 
 @dataclass
@@ -165,11 +169,17 @@ def evaluation_steps(candidate: Candidate, data: Data, teacher_logits: np.ndarra
     timings["prune_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    network.enable_quantization(net)
-    _calibrate(net, tensors[0])
+    if settings.quantization not in ("qat", "ptq"):
+        raise ValueError(f"quantization must be 'qat' or 'ptq', got {settings.quantization!r}")
+    if settings.quantization == "qat":
+        network.enable_quantization(net)
+        _calibrate(net, tensors[0])
     for _ in _epochs(net, "finetune", settings.finetune_epochs, settings.lr * 0.3, tensors, teacher,
                      candidate, settings, gen, curve):
         pass
+    if settings.quantization == "ptq":
+        network.enable_quantization(net)
+        _calibrate(net, tensors[0])
     acc = accuracy(net, tensors[2], tensors[3])
     timings["finetune_s"] = time.perf_counter() - t0
     if not math.isfinite(acc):

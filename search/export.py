@@ -85,7 +85,7 @@ class RunContext:
                               "'hwsearch run' wrote, e.g. runs/<name>")
         results = RunResults(run_dir)
         spec = load_spec(run_dir / "spec.yaml")
-        data = load_dataset(spec.dataset, spec.search.seed)
+        data = load_dataset(spec.dataset, spec.data_seed)
         target = get_target(results.study.user_attrs.get("target", spec.target))
         # as the search did: a profile measured on this host is fitted to this space's networks
         target.ensure_calibrated(spec.space, data.input_shape, data.num_classes)

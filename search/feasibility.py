@@ -40,7 +40,7 @@ def survey(spec, samples: int = 100, data=None) -> Survey:
     from spaces import build_plan, extremes, space
     from targets import get_target
 
-    data = data or load_dataset(spec.dataset, spec.search.seed)
+    data = data or load_dataset(spec.dataset, spec.data_seed)
     target = get_target(spec.target)
     target.ensure_calibrated(spec.space, data.input_shape, data.num_classes)
     limits = spec.budget.limits()

@@ -161,7 +161,7 @@ class RunResults:
         from search.spec import load_spec
 
         spec = load_spec(self.run_dir / "spec.yaml")
-        data = load_dataset(spec.dataset, spec.search.seed)
+        data = load_dataset(spec.dataset, spec.data_seed)
         return data.input_shape, data.num_classes
 
     @property

@@ -164,7 +164,7 @@ def _search(spec, run_dir: Path, trials: int | None, progress: bool, log, evalua
         return study
 
     t0 = time.perf_counter()
-    data = load_dataset(spec.dataset, s.seed)
+    data = load_dataset(spec.dataset, spec.data_seed)
     target = get_target(spec.target)
     study.set_user_attr("input_shape", list(data.input_shape))
     study.set_user_attr("num_classes", data.num_classes)

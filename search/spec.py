@@ -49,6 +49,9 @@ class DatasetSpec(_Strict):
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     limit: int | None = Field(default=None, ge=20, description="use at most this many images (seeded)")
     image_size: int | None = Field(default=None, ge=8, le=224, description="resize images to this side")
+    seed: int | None = Field(default=None, ge=0, description=(
+        "seed of the subset and the train/validation split; default: search.seed. Fix it to compare "
+        "search seeds on one task"))
 
     @model_validator(mode="after")
     def _known(self) -> DatasetSpec:
@@ -138,6 +141,11 @@ class Spec(_Strict):
             raise ValueError(f"unknown target {v!r}; registered: {', '.join(target_names())}, "
                              "or the path of an existing profile .json")
         return v
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the dataset's subset and split."""
+        return self.search.seed if self.dataset.seed is None else self.dataset.seed
 
     @property
     def directions(self) -> list[str]:

@@ -9,16 +9,17 @@ import time
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
 import search.runner as runner
 from search.datasets import load_dataset
-from search.evaluate import TrainSettings, TrialFailed, evaluate, evaluation_steps
+from search.evaluate import TrainSettings, TrialFailed, accuracy, evaluate, evaluation_steps
 from search.results import RunResults
 from search.spec import parse_spec
 from search.study import load_study
-from spaces import Candidate, build_plan, space
+from spaces import Candidate, build_plan, network, space
 from targets.cost import size_kb
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 
@@ -95,6 +96,32 @@ def test_evaluation_is_deterministic_given_the_seed():
     settings = TrainSettings(epochs=1, finetune_epochs=1)
     a, b = (evaluate(cand, data, None, settings, seed=7) for _ in range(2))
     assert a.accuracy == b.accuracy and a.curve == b.curve
+
+
+def test_post_training_quantization_fine_tunes_in_float_then_quantizes():
+    """PTQ (the benchmarks' hand-made baseline) and QAT differ only in when the quantizers turn on:
+    with no fine-tuning they are the same network, with fine-tuning PTQ trains in float."""
+    data = load_dataset(parse_spec(tiny_spec()).dataset, 0)
+    cand = Candidate.from_string("c8:ir_r1_k3_e3_c8_re_p0.5_w4a8:ir_r1_k3_e1_c16_re_w4a8")
+
+    def run(mode: str, finetune: int):
+        return evaluate(cand, data, None, TrainSettings(epochs=3, finetune_epochs=finetune, quantization=mode),
+                        seed=3, keep_weights=True)
+
+    assert run("ptq", 0).accuracy == run("qat", 0).accuracy
+    ptq, qat = run("ptq", 1), run("qat", 1)
+    assert [c["phase"] for c in ptq.curve] == ["dense"] * 3 + ["finetune"]
+    assert any(not torch.equal(ptq.state_dict[k], qat.state_dict[k]) for k in ptq.state_dict)
+    # PTQ leaves the fine-tuned float weights as they were: without quantizers they score what the
+    # float fine-tune epoch scored, with them what the evaluation reported
+    net = network.fold_batchnorm(network.prune(network.build(build_plan(cand, data.input_shape,
+                                                                        data.num_classes))))
+    net.load_state_dict(ptq.state_dict)
+    xv, yv = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
+    assert accuracy(net, xv, yv) == ptq.curve[-1]["val_accuracy"]
+    assert accuracy(network.enable_quantization(net), xv, yv) == ptq.accuracy
+    with pytest.raises(ValueError, match="quantization must be"):
+        run("int8", 0)
 
 
 def _write_spec(tmp_path, **overrides):
