@@ -12,8 +12,9 @@ EXIT_BAD_INPUT = 2
 
 
 def _fail(lines: list[str] | str) -> int:
+    """Print each problem on one line of stderr; the exit code of bad input."""
     for line in [lines] if isinstance(lines, str) else lines:
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {' '.join(str(line).split())}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -24,12 +25,21 @@ def _load(spec_path: str):
 
 
 def cmd_validate(args) -> int:
+    from search.datasets import load_dataset
     from search.feasibility import survey
 
     spec = _load(args.spec)
     print(f"spec {args.spec}: valid")
     print(f"  space: {spec.space.describe_size()}")
-    report = survey(spec, samples=args.samples)
+    data = load_dataset(spec.dataset, spec.data_seed)
+    print(f"  dataset: {len(data.y_train)} training and {len(data.y_val)} validation images of "
+          f"{'x'.join(map(str, data.input_shape))}, {data.num_classes} classes")
+    if spec.teacher.onnx and spec.space.distill:
+        from search.teacher import check_teacher
+
+        check_teacher(spec.teacher.onnx, data)
+        print(f"  teacher: {spec.teacher.onnx} gives {data.num_classes} logits on the dataset's images")
+    report = survey(spec, samples=args.samples, data=data)
     print(report.text())
     if report.unreachable:
         return _fail(report.unreachable)
@@ -50,6 +60,13 @@ def cmd_run(args) -> int:
         s.backend, s.address = "ray", args.address
     if args.early_stopping is not None:
         s.early_stopping.enabled = args.early_stopping
+    if s.device == "cuda":
+        from search.evaluate import resolve_device
+
+        try:
+            resolve_device(s.device)
+        except RuntimeError as e:
+            return _fail(f"search.device: {e}; set it to 'auto' or 'cpu' on this machine")
     run_dir = Path(args.out) if args.out else Path("runs") / spec.name
     try:
         run_search(spec, run_dir, trials=args.trials, progress=not args.no_progress)

@@ -52,6 +52,9 @@ class DatasetSpec(_Strict):
     seed: int | None = Field(default=None, ge=0, description=(
         "seed of the subset and the train/validation split; default: search.seed. Fix it to compare "
         "search seeds on one task"))
+    bad_images: Literal["fail", "skip"] = Field(default="fail", description=(
+        "imagefolder: an image that cannot be decoded (corrupt, truncated) stops the run naming the "
+        "file (fail), or is left out with a warning that names it (skip)"))
 
     @model_validator(mode="after")
     def _known(self) -> DatasetSpec:
@@ -60,8 +63,18 @@ class DatasetSpec(_Strict):
         sources = dataset_sources()
         if self.name not in sources:
             raise ValueError(f"unknown dataset {self.name!r}; allowed: {', '.join(sorted(sources))}")
-        if sources[self.name].needs_path and self.path is None:
+        source = sources[self.name]
+        if source.needs_path and self.path is None:
             raise ValueError(f"dataset {self.name!r} needs a 'path'")
+        if not source.needs_path and self.path is not None:
+            takes = ", ".join(sorted(n for n, s in sources.items() if s.needs_path))
+            raise ValueError(f"dataset {self.name!r} is bundled and takes no 'path' (given {str(self.path)!r}); "
+                             f"remove it, or name the kind of data the path holds: {takes}")
+        if self.image_size is not None and not source.resizes:
+            takes = ", ".join(sorted(n for n, s in sources.items() if s.resizes))
+            raise ValueError(f"dataset {self.name!r} does not resize its images (image_size {self.image_size} "
+                             f"given); remove image_size, or store the images at that size; sources that "
+                             f"resize: {takes}")
         return self
 
 

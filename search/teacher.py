@@ -5,7 +5,9 @@ ratio at its maximum, the smallest kernel, full precision, no pruning), trained 
 epochs than candidates get. Alternatively the spec names a teacher ONNX model, and onnxruntime
 computes its logits, so a teacher from any framework works. Its input is float32
 (N, C, H, W) images scaled to [0, 1] (not normalised), its output the logits over the dataset's
-classes in the dataset's class order.
+classes in the dataset's class order. A model that does not fit (another input shape or type,
+another number of classes, a failure when run, non-finite logits) raises :class:`TeacherError`
+naming the file; :func:`check_teacher` finds that out on a few images, for ``hwsearch validate``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from spaces.config import SpaceSpec
 
 
 class TeacherError(ValueError):
-    pass
+    """A teacher model that cannot be used; the message names the file and what does not fit."""
 
 
 def teacher_candidate(space: SpaceSpec) -> Candidate:
@@ -32,30 +34,70 @@ def teacher_candidate(space: SpaceSpec) -> Candidate:
     return Candidate(stem=max(space.stem_widths), stages=stages)
 
 
-def _onnx_logits(path: Path, data: Data) -> np.ndarray:
+def _why(e: Exception) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())  # onnxruntime's messages span lines
+
+
+def _session(path: Path, data: Data):
+    """An onnxruntime session of the teacher, its input and output checked against ``data``."""
     import onnxruntime as ort
 
+    if not path.is_file():
+        raise TeacherError(f"teacher.onnx {path}: no such file")
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise TeacherError(f"teacher {path}: cannot load the ONNX model ({e})") from None
-    inp = sess.get_inputs()[0]
-    mean = np.asarray(data.mean, np.float32)[None, :, None, None]
-    std = np.asarray(data.std, np.float32)[None, :, None, None]
-    x = data.x_train * std + mean  # back to [0, 1]
-    expected = list(x.shape[1:])
+        raise TeacherError(f"teacher.onnx {path}: cannot load the ONNX model ({_why(e)})") from None
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    expected = list(data.input_shape)
+    if len(inputs) != 1:
+        raise TeacherError(f"teacher.onnx {path}: takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                           f"a teacher takes one, float32 images (N, {', '.join(map(str, expected))})")
+    inp = inputs[0]
+    if inp.type != "tensor(float)":
+        raise TeacherError(f"teacher.onnx {path}: input {inp.name!r} is {inp.type}; a teacher takes "
+                           "tensor(float) images scaled to [0, 1]")
     got = [d if isinstance(d, int) else None for d in inp.shape[1:]]
     if len(got) != 3 or any(g is not None and g != e for g, e in zip(got, expected)):
-        raise TeacherError(f"teacher {path}: input shape {inp.shape} does not match the dataset's "
+        raise TeacherError(f"teacher.onnx {path}: input shape {inp.shape} does not match the dataset's "
                            f"(N, {', '.join(map(str, expected))})")
+    out = outputs[0]
+    if out.type not in ("tensor(float)", "tensor(double)", "tensor(float16)"):
+        raise TeacherError(f"teacher.onnx {path}: output {out.name!r} is {out.type}; a teacher outputs float logits")
+    shape = out.shape  # None or [] when the model does not declare it: then the run is checked
+    if shape and (len(shape) != 2 or isinstance(shape[1], int) and shape[1] != data.num_classes):
+        raise TeacherError(f"teacher.onnx {path}: outputs shape {tuple(out.shape[1:])}, expected "
+                           f"({data.num_classes},) logits for the dataset's classes")
+    return sess
+
+
+def _onnx_logits(path: Path, data: Data, limit: int | None = None) -> np.ndarray:
+    """The teacher's logits on the training images (the first ``limit`` of them)."""
+    sess = _session(path, data)
+    name = sess.get_inputs()[0].name
+    mean = np.asarray(data.mean, np.float32)[None, :, None, None]
+    std = np.asarray(data.std, np.float32)[None, :, None, None]
+    x = data.x_train[:limit] * std + mean  # back to [0, 1]
     out = []
     for i in range(0, len(x), 256):
-        out.append(sess.run(None, {inp.name: x[i:i + 256].astype(np.float32)})[0])
+        try:
+            out.append(np.asarray(sess.run(None, {name: x[i:i + 256].astype(np.float32)})[0]))
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise TeacherError(f"teacher.onnx {path}: fails on the dataset's images "
+                               f"{'x'.join(map(str, x.shape[1:]))} ({_why(e)})") from None
     logits = np.concatenate(out).astype(np.float32)
-    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
-        raise TeacherError(f"teacher {path}: outputs shape {logits.shape[1:]}, expected "
+    if logits.ndim != 2 or logits.shape != (len(x), data.num_classes):
+        raise TeacherError(f"teacher.onnx {path}: outputs shape {logits.shape[1:]} for {len(x)} images, expected "
                            f"({data.num_classes},) logits for the dataset's classes")
+    if not np.isfinite(logits).all():
+        raise TeacherError(f"teacher.onnx {path}: outputs NaN or infinite logits on the dataset's images")
     return logits
+
+
+def check_teacher(path: str | Path, data: Data, images: int = 8) -> None:
+    """Raise :class:`TeacherError` unless the teacher loads, takes the dataset's images and gives
+    finite logits over its classes, tried on the first ``images`` training images."""
+    _onnx_logits(Path(path), data, limit=images)
 
 
 def teacher_logits(spec, data: Data, run_dir: Path, log=print) -> tuple[np.ndarray, dict]:

@@ -209,15 +209,24 @@ class Profile(_Model):
             raise ProfileError(f"{path}: not a readable JSON profile ({e})") from None
         if not isinstance(data, dict):
             raise ProfileError(f"{path}: a profile is a JSON object, got {type(data).__name__}")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ProfileError(f"{path}: schema_version is {data.get('schema_version')!r}, "
-                               f"this hwsearch reads version {SCHEMA_VERSION}")
+        version = data.get("schema_version")
+        if "schema_version" not in data:
+            raise ProfileError(f"{path}: no schema_version: not an hwsearch device profile "
+                               f"(those are written by 'hwsearch profile', version {SCHEMA_VERSION})")
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+            advice = ("it was written by a newer hwsearch: upgrade this one" if newer else
+                      "measure the device again with 'hwsearch profile'")
+            raise ProfileError(f"{path}: schema_version is {version!r}, this hwsearch reads version "
+                               f"{SCHEMA_VERSION}; {advice}")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
+            errors = e.errors()
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: "
-                                 f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-            raise ProfileError(f"{path}: invalid profile: {problems}") from None
+                                 f"{err['msg'].removeprefix('Value error, ')}" for err in errors[:5])
+            more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+            raise ProfileError(f"{path}: invalid profile: {problems}{more}") from None
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a reader never sees half a file)."""
