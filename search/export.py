@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from targets import Target
 
 FP32_FILE, INT8_FILE, CARD_FILE = "model.onnx", "model.int8.onnx", "card.json"
+WEIGHTS_DIR = "weights"  # in a run directory: the weights the search kept, trial_N.pt
 CARD_VERSION = 1
 FP32_TOLERANCE = 0.001  # accuracy, onnxruntime fp32 vs torch: 0.1 point
 INT8_TOLERANCE = 0.01  # accuracy, int8 vs the searched network: 1 point
@@ -338,18 +339,62 @@ def _float_activations(net):
 # Weights
 # ------------------------------------------------------------------------------------------
 
-def trained_weights(ctx: RunContext, trial, log: Callable[[str], None]) -> tuple[dict, dict]:
-    """The trial's final weights and where they came from: the file the search kept, or a
-    reproducible retraining with the trial's seed (same spec, data, teacher and device)."""
+def kept_weights_file(run_dir: Path, trial) -> Path | None:
+    """The file holding the weights the search kept for ``trial``, or None where it kept none.
+
+    Its path is a trial attribute, so it comes from the journal, which whoever handed the run over
+    could have written: it is used only if it names a file in ``RUN_DIR/weights`` (symbolic links
+    resolved); anything else raises :class:`ExportError` and nothing is read."""
+    rel = trial.user_attrs.get("weights")
+    if rel is None:
+        return None
+    folder = (run_dir / WEIGHTS_DIR).resolve()
+    try:
+        path = (run_dir / rel).resolve() if isinstance(rel, str) else None
+    except (OSError, ValueError):  # a NUL byte, a symbolic link loop
+        path = None
+    if path is None or path.parent != folder:
+        where = f"leads to {path}" if path else "is not a file name"
+        raise ExportError(f"trial {trial.number}: its weights attribute {rel!r} {where}, not to a file in "
+                          f"{run_dir / WEIGHTS_DIR}, where 'hwsearch run' keeps weights; refusing to read it. The "
+                          "run was altered (its journal edited, or a link planted): export from the run the search "
+                          "wrote")
+    return path if path.is_file() else None
+
+
+def load_weights(path: Path) -> dict:
+    """A state dict from a kept weights file, read with torch's weights-only unpickler: a file that
+    holds anything but tensors (a pickle that would run code when loaded) raises :class:`ExportError`
+    before any of it runs."""
+    import re
+
     import torch
 
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, KeyError, RuntimeError... for foreign files
+        refused = re.search(r"GLOBAL (\S+)", str(e))
+        why = f"it would call {refused.group(1)} when loaded" if refused else f"{type(e).__name__}: {e}"
+        raise ExportError(f"{path}: not a weights file hwsearch wrote ({why}); refusing it. Delete it to "
+                          "export by retraining the trial with its seed") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise ExportError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors; delete it to "
+                          "export by retraining the trial with its seed")
+    return state
+
+
+def trained_weights(ctx: RunContext, trial, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """The trial's final weights and where they came from: the file the search kept (see
+    :func:`kept_weights_file`), or a reproducible retraining with the trial's seed (same spec, data,
+    teacher and device)."""
     from search.evaluate import TrainSettings, evaluate, resolve_device
     from search.study import trial_seed
     from spaces import Candidate
 
-    rel = trial.user_attrs.get("weights")
-    if rel and (ctx.run_dir / rel).exists():
-        return torch.load(ctx.run_dir / rel, map_location="cpu", weights_only=True), {"source": "kept", "file": rel}
+    kept = kept_weights_file(ctx.run_dir, trial)
+    if kept is not None:
+        return load_weights(kept), {"source": "kept", "file": f"{WEIGHTS_DIR}/{kept.name}"}
     s = ctx.spec.search
     cand = Candidate.from_string(trial.user_attrs["candidate"])
     teacher = None
@@ -442,13 +487,14 @@ def export_trial(run_dir: str | Path, number: int, out_dir: str | Path | None = 
     ctx = context or RunContext.load(run_dir)
     trial, row = _exportable(ctx, number)
     data, target = ctx.data, ctx.target
+    state, weights_info = trained_weights(ctx, trial, log)  # refused weights: nothing is written
+    # every file goes in here, under a fixed name: nothing from the trial's attributes names one
     out = Path(out_dir) if out_dir else ctx.run_dir / "export" / f"trial_{number}"
     out.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
 
     cand = Candidate.from_string(row.candidate)
     plan = build_plan(cand, data.input_shape, data.num_classes)
-    state, weights_info = trained_weights(ctx, trial, log)
     net = trained_network(cand, data.input_shape, data.num_classes, state)
     xv, yv = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
     acc_torch = accuracy(net, xv, yv)
