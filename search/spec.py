@@ -29,7 +29,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Budget(_Strict):
@@ -173,16 +173,18 @@ def _resolve(data: Any, base: Path) -> Any:
     if not isinstance(data, dict):
         return data
 
-    def fix(section: Any, key: str, only_files: bool = False) -> None:
+    def fix(section: Any, key: str, only_files: bool = False, where: str = "") -> None:
         if isinstance(section, dict) and isinstance(section.get(key), str):
             value = section[key]
+            if "\0" in value:
+                raise SpecError([f"{where}{key}: a path cannot contain a NUL character (given {value!r})"])
             if only_files and not value.endswith(".json"):
                 return
             if "://" not in value and not Path(value).is_absolute():
                 section[key] = str((base / value).resolve())
 
-    fix(data.get("dataset"), "path")
-    fix(data.get("teacher"), "onnx")
+    fix(data.get("dataset"), "path", where="dataset.")
+    fix(data.get("teacher"), "onnx", where="teacher.")
     fix(data, "target", only_files=True)
     return data
 

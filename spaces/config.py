@@ -13,7 +13,7 @@ Bits = Literal[2, 4, 8, 16, 32]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _distinct(values: list) -> list:

@@ -744,6 +744,20 @@ def test_contradictory_dataset_settings_are_refused(section, allowed):
     assert any(p.startswith("dataset") and allowed in p for p in refused.value.problems), refused.value.problems
 
 
+@pytest.mark.parametrize("section, field, value, says", [
+    ("dataset", "path", "data\0.npz", "NUL"), ("teacher", "onnx", "t\0.onnx", "NUL"),
+    ("search", "lr", math.inf, "finite"), ("search", "cpus_per_trial", math.inf, "finite"),
+    ("budget", "latency_ms", math.nan, "finite"), ("budget", "size_kb", math.inf, "finite"),
+])
+def test_nul_paths_and_non_finite_numbers_are_refused_naming_the_field(section, field, value, says):
+    spec = tiny_spec(**{section: {field: value}})
+    if section == "dataset":
+        spec["dataset"] = {"name": "npz", "path": value}
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    assert any(p.startswith(f"{section}.{field}:") and says in p for p in err.value.problems), err.value.problems
+
+
 def test_bad_data_through_run_exits_2_before_training(tmp_path):
     _npz(tmp_path / "d.npz", x=_x(40), y=_classes(39))
     spec = write_spec(tmp_path, {"name": "bad", "dataset": {"name": "npz", "path": "d.npz"}})
