@@ -4,6 +4,18 @@ The study is the single record of a search. Locally it is an append-only journal
 directory; a spec may name an RDB URL instead. Only the driver writes it, and it holds the run
 directory's lock (:func:`run_lock`) while it does, so a second driver on the same run is refused
 rather than interleaved. Readers (``hwsearch pareto``, the app) never write and need no lock.
+
+Every reader and the driver open the journal through :func:`storage_for`, which reads it strictly
+(Optuna's own reader silently skips an unparsable last line, and a writer that goes on after a
+record torn by a crash glues its next record onto the fragment, after which the file cannot be read
+at all). A journal is one JSON record per line, so damage shows as a line that is not one:
+
+- an incomplete last line (no newline) is the record a crash cut off while it was being written;
+  nothing relied on it. Readers leave it out and warn (:class:`TornRecordWarning`: it may also be
+  a record a running search is writing at that instant); the driver, which alone writes under the
+  run lock, cuts it off the file before it appends, and warns with the bytes it dropped;
+- a complete line that is not a journal record, anywhere, is damage a crash cannot explain:
+  :class:`CorruptJournal`, for readers and the driver alike, and nothing is written.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +31,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 JOURNAL = "study.journal"
@@ -51,10 +65,85 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
+class CorruptJournal(RuntimeError):
+    """The run's journal holds a complete line that is not a journal record: the file was damaged
+    (edited, or corrupted on disk), which a crash mid-write cannot explain. Nothing after the
+    damage can be trusted, so the study is not read, and nothing is written to it."""
+
+
+class TornRecordWarning(UserWarning):
+    """The run's journal ends in an incomplete record, cut off by a crash while it was written."""
+
+
 # Journal operations after which the file is fsynced: a finished trial or a study attribute.
 # Parameters and attributes in between are flushed to the OS (a killed driver keeps them) but not
 # forced to the disk one by one; the next fsync covers them.
-_DURABLE_OPS = {0, 2, 3, 6}  # CREATE_STUDY, SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR, SET_TRIAL_STATE_VALUES
+_DURABLE_OPS = {JournalOperation.CREATE_STUDY, JournalOperation.SET_STUDY_USER_ATTR,
+                JournalOperation.SET_STUDY_SYSTEM_ATTR, JournalOperation.SET_TRIAL_STATE_VALUES}
+_OPS = {int(op) for op in JournalOperation}  # the format is Optuna's (a private enum of its journal)
+
+
+def _record(line: bytes) -> dict:
+    """The journal record on ``line`` (its newline included); ValueError says why it is not one."""
+    try:
+        log = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(log, dict) or log.get("op_code") not in _OPS or not isinstance(log.get("worker_id"), str):
+        raise ValueError(f"JSON, but not a journal record: {line[:80]!r}")
+    return log
+
+
+class _Journal(JournalFileBackend):
+    """The run's journal file, read strictly (see the module's docstring); appends as Optuna's
+    backend does, under its lock file.
+
+    It keeps where the last read stopped, so a long-lived reader (the app) reads only what was
+    appended since."""
+
+    def __init__(self, path: Path, lock_obj=None) -> None:
+        super().__init__(str(path), lock_obj=lock_obj)
+        self._resume = (0, 0)  # (record number, byte offset) where the next unread record starts
+        self._torn_at: int | None = None  # the offset of the incomplete last line last warned about
+
+    def read_logs(self, log_number_from: int):
+        number, offset = self._resume if self._resume[0] <= log_number_from else (0, 0)
+        with open(self._file_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:
+                raise CorruptJournal(f"{self._file_path}: the file shrank to {size} bytes while open (it had "
+                                     f"{offset} bytes of records): it was cut or replaced under this reader")
+            f.seek(offset)
+            while offset < size:
+                line = f.readline(size - offset)  # what is appended meanwhile is read next time
+                if not line.endswith(b"\n"):
+                    self._incomplete(offset, line, size)
+                    return
+                try:
+                    log = _record(line)
+                except ValueError as e:
+                    after = size - offset - len(line)
+                    raise CorruptJournal(
+                        f"{self._file_path}: line {number + 1} (bytes {offset}-{offset + len(line)}, {after} bytes "
+                        f"after it) is not a journal record: {e}. A crash while writing can only cut off the last "
+                        "line, so the file was damaged afterwards (edited, or corrupted on disk) and nothing from "
+                        f"this line on can be trusted. Restore it from a copy, or keep the {number} records before "
+                        f"the damage: head -c {offset} {self._file_path} > repaired && mv repaired "
+                        f"{self._file_path}") from None
+                offset += len(line)
+                number += 1
+                self._resume = (number, offset)
+                if number > log_number_from:
+                    yield log
+
+    def _incomplete(self, offset: int, line: bytes, size: int) -> None:
+        """The file ends in ``line``, a record without its newline: being written, or torn."""
+        if self._torn_at != offset:
+            self._torn_at = offset
+            warnings.warn(TornRecordWarning(
+                f"{self._file_path}: the last {len(line)} bytes (from byte {offset}) are an incomplete record, "
+                "left out: a running search is writing it, or one was killed while writing it (the next "
+                "'hwsearch run' of this run drops it)"))
 
 
 class _NoFileLock:
@@ -67,12 +156,24 @@ class _NoFileLock:
         pass
 
 
-class _RunJournal(JournalFileBackend):
+class _RunJournal(_Journal):
     """The run's journal, written by its one driver: no lock file per append, and an fsync only
-    when a trial finishes or the study changes (about 1 ms per trial instead of 9)."""
+    when a trial finishes or the study changes (about 1 ms per trial instead of 9).
+
+    Under :func:`run_lock` no one else appends, so an incomplete last line is a record torn by a
+    crash: it is cut off before anything is appended after it (else the next record would be glued
+    onto the fragment), with a warning naming the bytes dropped."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(str(path), lock_obj=_NoFileLock())
+        super().__init__(path, lock_obj=_NoFileLock())
+
+    def _incomplete(self, offset: int, line: bytes, size: int) -> None:
+        with open(self._file_path, "r+b") as f:
+            f.truncate(offset)
+            os.fsync(f.fileno())
+        warnings.warn(TornRecordWarning(
+            f"{self._file_path}: dropped its last {len(line)} bytes (bytes {offset}-{size}): a record cut off by a "
+            f"crash while it was being written (nothing relied on it): {line[:60]!r}"))
 
     def append_logs(self, logs: list[dict]) -> None:
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
@@ -84,13 +185,14 @@ class _RunJournal(JournalFileBackend):
 
 
 def storage_for(run_dir: Path, url: str | None = None, writer: bool = False):
-    """The study storage: the spec's URL, or the journal file in ``run_dir``. ``writer``: the
-    driver's, under :func:`run_lock`."""
+    """The study storage: the spec's URL, or the journal file in ``run_dir``, read strictly (a
+    damaged journal raises :class:`CorruptJournal`; a torn last record warns). ``writer``: the
+    driver's, under :func:`run_lock`; it drops a torn last record before it appends."""
     if url:
         return url
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / JOURNAL
-    return JournalStorage(_RunJournal(path) if writer else JournalFileBackend(str(path)))
+    return JournalStorage(_RunJournal(path) if writer else _Journal(path))
 
 
 def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -132,7 +234,7 @@ def open_study(spec, run_dir: Path) -> optuna.Study:
 
 
 def load_study(run_dir: Path, storage: str | None = None, name: str | None = None) -> optuna.Study:
-    """Open an existing run's study for reading."""
+    """Open an existing run's study for reading (a damaged journal raises :class:`CorruptJournal`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = storage_for(run_dir, storage) if storage or (run_dir / JOURNAL).exists() else None
     if store is None:
