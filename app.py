@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from search.results import Repricing, RunResults, non_dominated, storage_stamp, study_names
+from search.study import CorruptJournal
 from spaces import Candidate
 from targets import get_target, target_names
 
@@ -173,9 +174,9 @@ def load(source: str, stamp) -> RunResults | None:
         else:
             st.warning(f"**{run_dir}** holds no hwsearch run (no `study.journal`). Pick a run directory, "
                        "e.g. `runs/quickstart`, or a storage URL.")
-    except json.JSONDecodeError as e:
-        st.error(f"The study in **{where}** is corrupt: its journal is not valid JSON ({e}). It cannot be "
-                 "read here or by `hwsearch pareto`; restore it from a copy or run the search again.")
+    except CorruptJournal as e:
+        st.error(f"The study in **{where}** is corrupt: {e}. It cannot be read here or by `hwsearch "
+                 "pareto`; repair it as the message says, restore it from a copy, or run the search again.")
     except ValueError as e:
         names = study_names(run_dir, storage)
         if len(names) > 1 and not parse_source(source)[2]:

@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from search.datasets import DatasetError
     from search.spec import SpecError
+    from search.study import CorruptJournal, RunMismatch
     from search.teacher import TeacherError
     from targets.profile import ProfileError, UnpriceableError
 
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except SpecError as e:
         return _fail(e.problems)
-    except (DatasetError, TeacherError, ProfileError, UnpriceableError) as e:
+    except (DatasetError, TeacherError, ProfileError, UnpriceableError, CorruptJournal, RunMismatch) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue", file=sys.stderr)

@@ -249,6 +249,9 @@ class RayExecutor:
 
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+            log("warning: RAY_AUTH_MODE=disabled: Ray's processes accept anyone who can reach this "
+                "machine's ports (they listen on every interface); see the README's Ray section")
         if self._owns_ray:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level="WARNING", configure_logging=False)

@@ -211,7 +211,17 @@ def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, min(50, n_trials // 4)))
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "gp":
+        # Gaussian-process Bayesian optimisation: multi-objective (log expected hypervolume
+        # improvement) and aware of the budget's constraints (``trial.set_constraint``). Parameters
+        # outside the space's always-present part (conditional ones) are sampled at random.
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 4)),
+                                         warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {kind!r}")
+
+
+class RunMismatch(ValueError):
+    """The run directory holds a study the spec cannot continue (other objectives)."""
 
 
 def open_study(spec, run_dir: Path) -> optuna.Study:
@@ -224,7 +234,7 @@ def open_study(spec, run_dir: Path) -> optuna.Study:
                                                          spec.search.trials),
         load_if_exists=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
-        raise ValueError(f"the study {spec.name!r} in {run_dir} was created with other objectives; "
+        raise RunMismatch(f"the study {spec.name!r} in {run_dir} was created with other objectives; "
                          "use another name or run directory")
     if "objectives" not in study.user_attrs:
         study.set_user_attr("objectives", list(spec.objectives))

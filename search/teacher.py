@@ -111,7 +111,15 @@ def teacher_logits(spec, data: Data, run_dir: Path, log=print) -> tuple[np.ndarr
     if meta_path.exists() and logits_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
-            return np.load(logits_path, allow_pickle=False), meta
+            try:
+                cached = np.load(logits_path, allow_pickle=False)
+            except (OSError, ValueError) as e:  # a pickle is refused, never run
+                raise TeacherError(f"teacher cache {logits_path}: not a plain array of logits ({e}); "
+                                   f"delete {folder} to train the teacher again") from None
+            if cached.shape != (len(data.x_train), data.num_classes):
+                raise TeacherError(f"teacher cache {logits_path}: shape {cached.shape}, expected "
+                                   f"{(len(data.x_train), data.num_classes)}; delete {folder} to train the teacher again")
+            return cached, meta
     if spec.teacher.onnx:
         log(f"computing teacher logits with {spec.teacher.onnx}")
         logits = _onnx_logits(Path(spec.teacher.onnx), data)

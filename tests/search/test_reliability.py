@@ -411,6 +411,32 @@ def test_a_journal_damaged_before_its_end_is_an_error_for_readers_and_the_driver
         assert not warned and (summary(study) if study else None) == trials_of(data[:start], tmp_path / f"plain-{i}")
 
 
+def test_the_cli_exits_2_with_one_line_on_a_damaged_journal_or_a_run_it_cannot_continue(journal, tmp_path, capsys):
+    from search.cli import EXIT_BAD_INPUT, main
+
+    lines = journal.splitlines(keepends=True)
+    damaged_dir = tmp_path / "damaged"
+    damaged_dir.mkdir()
+    (damaged_dir / JOURNAL).write_bytes(b"".join(lines[:3]) + lines[3][:10] + b"".join(lines[4:]))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(kill_spec(trials=8)))
+    for argv in (["pareto", str(damaged_dir)], ["export", str(damaged_dir), "--trial", "0"],
+                 ["run", str(spec), "--out", str(damaged_dir), "--no-progress"]):
+        assert main(argv) == EXIT_BAD_INPUT, argv
+        err = capsys.readouterr().err
+        assert "line 4" in err and "is not a journal record" in err and "Traceback" not in err, err
+    # a run directory whose study has other objectives: refused before anything trains
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / JOURNAL).write_bytes(journal)
+    other = kill_spec(trials=8)
+    other["objectives"] = ["accuracy", "latency_ms"]
+    spec.write_text(yaml.safe_dump(other))
+    assert main(["run", str(spec), "--out", str(good), "--no-progress"]) == EXIT_BAD_INPUT
+    assert "created with other objectives" in capsys.readouterr().err
+    assert (good / JOURNAL).read_bytes() == journal
+
+
 # ---------------------------------------------------------------- several processes, one journal
 
 # One writer: ``n`` trials asked and told on the shared journal, each with a user attribute naming

@@ -191,3 +191,16 @@ def test_two_workers_train_in_parallel_processes(tmp_path):
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert len(done) == 4
     assert len({t.user_attrs["candidate"] for t in done}) == 4  # the sampler did not repeat itself
+
+
+def test_the_gaussian_process_sampler_proposes_within_the_space_and_the_budget(tmp_path):
+    """The ``gp`` sampler runs the real search: after its random start-up trials, its own proposals
+    are candidates of the space, priced and trained like any other."""
+    spec = parse_spec(tiny_spec(search={"trials": 8, "sampler": "gp", "epochs": 1, "finetune_epochs": 0}))
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    trials = study.get_trials()
+    assert type(study.sampler).__name__ == "GPSampler"
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    proposed = [t for t in trials if t.number >= 4]  # start-up: min(10, max(4, 8 // 4)) = 4
+    assert all(Candidate.from_string(t.user_attrs["candidate"]) == space(optuna.trial.FixedTrial(t.params), spec.space)
+               for t in proposed)

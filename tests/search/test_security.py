@@ -32,7 +32,7 @@ from search.results import RunResults
 from search.runner import run_search
 from search.spec import DatasetSpec, SpecError, load_spec, parse_spec
 from search.study import JOURNAL
-from search.teacher import teacher_logits
+from search.teacher import TeacherError, teacher_logits
 from targets import get_target
 from targets.profile import ProfileError
 from tests.app.conftest import PRICED_SPACE
@@ -191,7 +191,7 @@ def _teacher_logits(tmp: Path, marker: Path, run: Path):
     spec = load_spec(run_dir / "spec.yaml")
     data = load_dataset(spec.dataset, spec.data_seed)
     return (lambda: np.load(logits, allow_pickle=True),
-            lambda: teacher_logits(spec, data, run_dir, log=lambda m: None), ValueError)
+            lambda: teacher_logits(spec, data, run_dir, log=lambda m: None), TeacherError)
 
 
 PLANTS = {"npz dataset": _npz_dataset, "cifar10 batch": _cifar10_batch, "cifar10 labels": _cifar10_labels,
