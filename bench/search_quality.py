@@ -20,6 +20,7 @@ Results: ``bench/results/search_quality.json``; ``bench/front.py`` draws the plo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -29,7 +30,9 @@ from pathlib import Path
 
 from cifar10 import (DEFAULT_DATA, DEFAULT_WORK, OBJECTIVES, REFERENCE, check_data, load_task_data,
                      prepare_profile, task_spec, use_cache)
-from common import write_results
+from common import ROOT, write_results
+
+RESULTS = ROOT / "bench" / "results"
 
 
 def _run_one(data: str, sampler: str, seed: int, trials: int, device: str, threads: int,
@@ -73,6 +76,9 @@ def _summarise(run_dir: Path, trials: int) -> dict:
     res = RunResults(run_dir)
     history = res.hypervolume_history(REFERENCE, points=trials)
     rows = res.rows()
+    trials_ = res.study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials_ if t.datetime_start]
+    ends = [t.datetime_complete for t in trials_ if t.datetime_complete]
     trained = [r for r in rows if r.accuracy is not None]
     feasible = [r for r in rows if r.state == "complete"]
     return {
@@ -82,8 +88,9 @@ def _summarise(run_dir: Path, trials: int) -> dict:
         "feasible": [{"number": r.number, "candidate": r.candidate, "accuracy": r.accuracy,
                       "latency_ms": r.latency_ms, "size_kb": r.size_kb} for r in feasible],
         "pareto": [r.number for r in res.pareto()],
-        "train_s": sum(v for t in res.study.get_trials(deepcopy=False)
-                       for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s"),
+        "train_s": sum(v for t in trials_ for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s"),
+        # first trial's start to last trial's end: the run's search time, across resumptions
+        "search_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
     }
 
 
@@ -176,6 +183,14 @@ def main() -> None:
     results["best_sampler"] = best
     results["wall_s"] = {"total": time.perf_counter() - t_start, "profile": profile_s, "teachers": teacher_s,
                          "runs": walls}
+    # Runs resume, so one result may take several invocations: keep each one's wall time.
+    previous = RESULTS / "search_quality.json"
+    invocations = json.loads(previous.read_text()).get("invocations", []) if previous.exists() else []
+    searched = {k: v for k, v in walls.items() if v > 60}  # the others were done already
+    if searched:
+        invocations.append({"at": time.strftime("%Y-%m-%d %H:%M"), "runs_searched": sorted(searched),
+                            "jobs": args.jobs, **results["wall_s"]})
+    results["invocations"] = invocations
     dest = write_results("search_quality", results)
 
     print(f"\n{len(runs)} runs x {args.trials} trials; hypervolume reference {REFERENCE} "

@@ -46,3 +46,15 @@ def hwsearch_cmd() -> list[str]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def stop_process(proc, timeout: float = 10) -> None:
+    """Terminate a server started by a test, and kill it if it does not stop in ``timeout`` s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

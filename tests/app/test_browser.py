@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from search.results import RunResults
-from tests.conftest import REPO, hwsearch_cmd
+from tests.conftest import REPO, hwsearch_cmd, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -50,12 +50,7 @@ def served(tiny_run):
             pytest.fail(f"hwsearch app did not start:\n{proc.communicate()[0]}")
         time.sleep(0.3)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 def test_a_click_on_the_chart_or_the_front_table_opens_that_candidate(served, tiny_run, tmp_path):

@@ -36,7 +36,7 @@ from search.teacher import TeacherError, teacher_logits
 from targets import get_target
 from targets.profile import ProfileError
 from tests.app.conftest import PRICED_SPACE
-from tests.conftest import REPO, hwsearch_cmd, tiny_spec
+from tests.conftest import REPO, hwsearch_cmd, stop_process, tiny_spec
 
 
 class Planted:
@@ -101,12 +101,7 @@ def test_hwsearch_app_listens_on_this_machine_only():
             assert r.read() == b"ok"  # the app's own server, serving
         assert listening_addresses(port) == {"127.0.0.1"}  # not 0.0.0.0 or ::
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.mark.slow
