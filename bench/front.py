@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cifar10 import BUDGET, INPUT, CLASSES, DEFAULT_WORK, use_cache
 from common import ROOT, write_results
@@ -117,7 +118,7 @@ def main() -> None:
         bl = json.loads((RESULTS / "baselines.json").read_text())
     except FileNotFoundError as e:
         sys.exit(f"error: {e.filename} is missing: run bench/search_quality.py and bench/baselines.py first")
-    use_cache(__import__("pathlib").Path(args.work))
+    use_cache(Path(args.work))
     best = sq["best_sampler"]
     out: dict = {"best_sampler": best, "by_sampler": {}}
     to_measure: dict[str, str] = {}

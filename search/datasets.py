@@ -288,8 +288,6 @@ def _npz(spec, rng: np.random.Generator) -> Raw:
         raise DatasetError(f"npz {path}: x holds NaN or infinite values")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DatasetError(f"npz {path}: y must be a 1-D integer array, got {y.dtype} {y.shape}")
-    if len(x) != len(y):
-        raise DatasetError(f"npz {path}: {len(x)} images but {len(y)} labels (x and y must be equally long)")
     if len(y) and y.min() < 0:
         raise DatasetError(f"npz {path}: labels must be 0..K-1 for K classes, found {int(y.min())}")
     present = np.unique(y)
