@@ -24,7 +24,8 @@ from cifar10 import BUDGET, INPUT, CLASSES, DEFAULT_WORK, use_cache
 from common import ROOT, write_results
 
 RESULTS = ROOT / "bench" / "results"
-COLOURS = {"tpe": "tab:blue", "nsga2": "tab:green", "random": "tab:orange", "gp": "tab:purple"}
+COLOURS = {"tpe": "tab:blue", "nsga2": "tab:green", "random": "tab:orange", "gp": "tab:purple",
+           "cost-aware": "tab:red"}
 
 
 def front_2d(points: list[dict]) -> list[dict]:

@@ -34,6 +34,7 @@ from search.early_stopping import ParetoHalving, rungs_for
 from search.evaluate import Evaluation, TrainSettings
 from search.executors import Rung, WorkerLost, WorkerSetup
 from search.feasibility import check_reachable
+from search.cost_aware import CostAwareSampler, Priced
 from search.study import (INFEASIBLE_ACCURACY, counts_toward_budget, is_feasible, open_study,
                           recover_interrupted, run_lock, trial_seed)
 from spaces import build_plan, params_of, space
@@ -130,6 +131,13 @@ def _halving(spec, study: optuna.Study) -> ParetoHalving | None:
     return halving
 
 
+def _priced(candidate: Candidate, target, data) -> Priced:
+    """A candidate's plan and every cost metric on ``target`` (the cost-aware sampler's prices)."""
+    plan = build_plan(candidate, data.input_shape, data.num_classes)
+    cost = target.price(plan)
+    return Priced(plan, {name: cost.metric(name) for name in ("latency_ms", "size_kb", "peak_memory_kb")})
+
+
 def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = True,
                log=None, evaluator=None) -> optuna.Study:
     """Run (or continue) the search of ``spec`` in ``run_dir`` until ``trials`` trials are done.
@@ -171,6 +179,8 @@ def _search(spec, run_dir: Path, trials: int | None, progress: bool, log, evalua
     if target.ensure_calibrated(spec.space, data.input_shape, data.num_classes):
         log(f"calibrated {target.name}'s latency model on whole networks of this space (once per space)")
     corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
+    if isinstance(study.sampler, CostAwareSampler):
+        study.sampler.use_prices(lambda cand: _priced(cand, target, data))
     if spec.search.seed_corners and not history:
         # Anchor the front at both ends: the fastest and the smallest candidate of the space.
         for metric in ("latency_ms", "size_kb"):

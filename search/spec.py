@@ -101,9 +101,10 @@ class EarlyStopping(_Strict):
 
 class SearchSettings(_Strict):
     trials: int = Field(default=30, ge=1)
-    sampler: Literal["tpe", "nsga2", "random", "gp"] = Field(default="tpe", description=(
-        "tpe (the default), nsga2, random, or gp: Gaussian-process Bayesian optimisation (log EHVI, "
-        "constraint-aware), the most sample-efficient and the slowest to propose"))
+    sampler: Literal["tpe", "nsga2", "random", "gp", "cost-aware"] = Field(default="tpe", description=(
+        "tpe (the default), nsga2, random, gp: Gaussian-process Bayesian optimisation (log EHVI, "
+        "constraint-aware), or cost-aware: prices candidates before proposing them, never proposes "
+        "one over budget, and models accuracy alone (expected hypervolume improvement)"))
     seed: int = Field(default=0, ge=0)
     epochs: int = Field(default=8, ge=1, description="dense training epochs per candidate")
     finetune_epochs: int = Field(default=2, ge=0, description="quantization-aware fine-tuning epochs after pruning")

@@ -195,7 +195,9 @@ def storage_for(run_dir: Path, url: str | None = None, writer: bool = False):
     return JournalStorage(_RunJournal(path) if writer else _Journal(path))
 
 
-def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(spec) -> optuna.samplers.BaseSampler:
+    """The sampler the spec's ``search.sampler`` names, seeded with ``search.seed``."""
+    kind, seed, n_trials = spec.search.sampler, spec.search.seed, spec.search.trials
     if kind == "tpe":
         # Multivariate TPE over the groups of parameters that occur together (the space is
         # conditional): one density per group and trial rather than one per parameter, which
@@ -217,6 +219,14 @@ def make_sampler(kind: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
         # outside the space's always-present part (conditional ones) are sampled at random.
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 4)),
                                          warn_independent_sampling=False)
+    if kind == "cost-aware":
+        # Prices candidates before proposing them and models accuracy alone (search.cost_aware);
+        # the runner attaches the target's prices. A shorter start-up than the others': its
+        # start-up candidates are a maximin design over feasible ones, not random draws.
+        from search.cost_aware import CostAwareSampler
+
+        return CostAwareSampler(spec.space, spec.objectives, spec.budget.limits(), seed=seed,
+                                n_startup=min(8, max(3, n_trials // 10)))
     raise ValueError(f"unknown sampler {kind!r}")
 
 
@@ -230,8 +240,7 @@ def open_study(spec, run_dir: Path) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=storage_for(run_dir, spec.storage, writer=True), study_name=spec.name,
-        directions=spec.directions, sampler=make_sampler(spec.search.sampler, spec.search.seed,
-                                                         spec.search.trials),
+        directions=spec.directions, sampler=make_sampler(spec),
         load_if_exists=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise RunMismatch(f"the study {spec.name!r} in {run_dir} was created with other objectives; "
