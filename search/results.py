@@ -244,7 +244,8 @@ class RunResults:
         objectives = self.objectives
         reference = reference or self.budget
         n = len(trials)
-        marks = {round(i * (n - 1) / max(points - 1, 1)) for i in range(min(points, n))}
+        m = min(points, n)  # with fewer trials than points, every trial is a mark
+        marks = {round(i * (n - 1) / max(m - 1, 1)) for i in range(m)}
         front: list[tuple[Row, tuple[float, ...]]] = []
         history, hv, changed = [], 0.0, False
         for i, t in enumerate(trials):

@@ -78,6 +78,8 @@ def test_the_hypervolume_history_grows_to_the_runs_hypervolume(tmp_path):
     assert [n for n, _ in history] == [0, 5, 10, 14, 19, 24, 29]
     values = [hv for _, hv in history]
     assert values == sorted(values) and values[-1] == pytest.approx(res.hypervolume())
+    # more points asked than there are trials (the app asks for 60): every trial, the last included
+    assert [n for n, _ in res.hypervolume_history(points=60)] == list(range(30))
 
 
 def exact_hypervolume(points, reference):

@@ -1,0 +1,105 @@
+"""The cost-aware sampler: its expected hypervolume improvement, its accuracy model, and real
+searches with it (real training, real onnxruntime prices)."""
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import search.runner as runner
+from search.cost_aware import CostAwareSampler, _GaussianProcess, expected_hvi
+from search.pareto import hypervolume
+from search.spec import parse_spec
+from spaces import Candidate, space
+from tests.conftest import tiny_spec
+from tests.search.test_search import median_size
+
+
+def monte_carlo_hvi(mu, sigma, costs, front, reference, n, rng):
+    """The mean, and its standard error, of the exact hypervolume improvement over draws of the
+    accuracy (points in minimisation form: -accuracy against a reference of 0)."""
+    ref = (0.0, *reference)
+    pts = [(-a, *c) for a, c in front]
+    base = hypervolume(pts, ref)
+    gains = np.array([hypervolume(pts + [(-acc, *costs)], ref) - base for acc in rng.normal(mu, sigma, n)])
+    return gains.mean(), gains.std() / math.sqrt(n)
+
+
+@pytest.mark.parametrize("n_costs", [0, 1, 2, 3])
+def test_expected_hvi_matches_the_mean_exact_improvement_over_sampled_accuracies(n_costs):
+    rng = np.random.default_rng(n_costs)
+    reference = (1.0,) * n_costs
+    for case in range(6):
+        front = [(float(rng.uniform(0.2, 0.8)), tuple(rng.uniform(0.05, 0.9, n_costs))) for _ in range(6)]
+        costs = tuple(rng.uniform(0.0, 0.7, n_costs))
+        mu, sigma = float(rng.uniform(0.2, 0.9)), float(rng.uniform(0.02, 0.3))
+        closed = expected_hvi(mu, sigma, costs, front, reference)
+        mean, se = monte_carlo_hvi(mu, sigma, costs, front, reference, 3000, rng)
+        assert abs(closed - mean) <= 4 * se + 1e-9, (case, closed, mean, se)
+        if n_costs:
+            assert closed > 0 or mean == 0
+
+
+def test_expected_hvi_without_uncertainty_is_the_exact_improvement():
+    front = [(0.6, (0.5, 0.2)), (0.4, (0.2, 0.3)), (0.8, (0.9, 0.9))]
+    for acc, costs in [(0.7, (0.3, 0.25)), (0.5, (0.1, 0.1)), (0.3, (0.6, 0.6)), (0.95, (0.05, 0.95))]:
+        pts = [(-a, *c) for a, c in front]
+        exact = hypervolume(pts + [(-acc, *costs)], (0, 1, 1)) - hypervolume(pts, (0, 1, 1))
+        assert expected_hvi(acc, 0.0, costs, front, (1.0, 1.0)) == pytest.approx(exact, abs=1e-12)
+    # over budget (a cost at the reference) or dominated: nothing to gain
+    assert expected_hvi(0.99, 0.1, (1.0, 0.1), front, (1.0, 1.0)) == 0
+    assert expected_hvi(0.3, 0.0, (0.6, 0.6), front, (1.0, 1.0)) == 0
+
+
+def test_the_accuracy_model_interpolates_and_is_unsure_far_from_its_data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (30, 6))
+    truth = lambda x: 0.3 + 0.3 * x[:, 0] - 0.1 * x[:, 2] ** 2  # noqa: E731
+    y = truth(x) + rng.normal(0, 0.005, 30)
+    gp = _GaussianProcess(x, y)
+    test = rng.uniform(0, 1, (200, 6))
+    mu, sigma = gp.predict(test)
+    assert np.sqrt(((mu - truth(test)) ** 2).mean()) < 0.2 * y.std()
+    _, near = gp.predict(x[:5])
+    _, far = gp.predict(np.full((1, 6), 3.0))
+    assert far[0] > 5 * near.max()
+
+
+def test_the_sampler_asks_for_prices_before_it_proposes():
+    spec = parse_spec(tiny_spec(search={"sampler": "cost-aware"}))
+    sampler = CostAwareSampler(spec.space, spec.objectives, spec.budget.limits())
+    study = optuna.create_study(directions=spec.directions, sampler=sampler)
+    with pytest.raises(RuntimeError, match="use_prices"):
+        study.ask()
+
+
+def candidates(study) -> list[str]:
+    return [t.user_attrs.get("candidate") for t in study.get_trials()]
+
+
+@pytest.mark.slow
+def test_a_search_never_proposes_over_budget_and_resumes_as_if_never_stopped(tmp_path):
+    """With a size budget that cuts the space in half, every candidate the sampler proposes fits
+    (random search would waste about half its trials); its proposals are the space's candidates;
+    and a run stopped after 6 trials and continued proposes exactly what an uninterrupted run
+    proposes (training is seeded per trial, and proposals depend only on the seed and history)."""
+    spec = parse_spec(tiny_spec(search={"trials": 12, "sampler": "cost-aware", "epochs": 2, "finetune_epochs": 0}))
+    spec.budget.size_kb = median_size(spec)
+    quiet = dict(progress=False, log=lambda m: None)
+    whole = runner.run_search(spec, tmp_path / "whole", **quiet)
+    assert type(whole.sampler).__name__ == "CostAwareSampler"
+    trials = whole.get_trials()
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+    proposed = [t for t in trials if "seeded" not in t.user_attrs]
+    assert len(proposed) == 10
+    assert all(t.user_attrs["status"] == "feasible" and t.user_attrs["size_kb"] <= spec.budget.size_kb
+               for t in proposed)
+    assert all(Candidate.from_string(t.user_attrs["candidate"]) == space(optuna.trial.FixedTrial(t.params), spec.space)
+               for t in proposed)
+    assert len(set(candidates(whole))) == 12  # never the same candidate twice
+
+    runner.run_search(spec, tmp_path / "resumed", trials=6, **quiet)
+    resumed = runner.run_search(spec, tmp_path / "resumed", **quiet)
+    assert candidates(resumed) == candidates(whole)
