@@ -1,7 +1,8 @@
 """Search quality on CIFAR-10: samplers compared at an equal number of trials, over several seeds.
 
     python bench/search_quality.py [--data ../shared/datasets/cifar10/train] [--trials 40]
-                                   [--samplers tpe nsga2 random] [--seeds 0 1] [--jobs 2]
+                                   [--samplers tpe nsga2 random gp cost-aware] [--seeds 0 1 2]
+                                   [--jobs 2]
 
 Every run searches the task of ``bench/cifar10.py`` (the same data, training budget, target,
 budget and space) with one sampler and one seed, one trial at a time (so a run is reproducible).
@@ -11,7 +12,8 @@ sampler). Runs live in ``--work`` and resume where they stopped.
 
 Reported, with the fixed reference point written in the results:
 - the hypervolume of each run's feasible trials after every trial (accuracy, latency, size);
-- how many trials each sampler needs to reach random search's final hypervolume (same seed);
+- how many trials each sampler needs to reach random search's final hypervolume (same seed), and
+  the training time those trials took against random's for its whole run;
 - each run's feasible trials, for the fronts, and its wall time and counts.
 
 Results: ``bench/results/search_quality.json``; ``bench/front.py`` draws the plot.
@@ -26,6 +28,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from itertools import accumulate
 from pathlib import Path
 
 from cifar10 import (DEFAULT_DATA, DEFAULT_WORK, OBJECTIVES, REFERENCE, check_data, load_task_data,
@@ -89,6 +92,10 @@ def _summarise(run_dir: Path, trials: int) -> dict:
                       "latency_ms": r.latency_ms, "size_kb": r.size_kb} for r in feasible],
         "pareto": [r.number for r in res.pareto()],
         "train_s": sum(v for t in trials_ for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s"),
+        # training time spent up to and including each trial (the compute behind each hypervolume)
+        "train_s_cumulative": list(accumulate(
+            sum(v for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s")
+            for t in sorted(trials_, key=lambda t: t.number))),
         # first trial's start to last trial's end: the run's search time, across resumptions
         "search_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
     }
@@ -103,8 +110,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10 as an image folder")
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="runs, teachers and the profile cache")
-    ap.add_argument("--samplers", nargs="+", default=["tpe", "nsga2", "random"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--samplers", nargs="+", default=["tpe", "nsga2", "random", "gp", "cost-aware"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--jobs", type=int, default=2, help="runs at once")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per job (default: CPUs / jobs)")
@@ -167,8 +174,13 @@ def main() -> None:
         for seed in args.seeds:
             target = results["runs"][f"random-s{seed}"]["hypervolume"][-1]
             hv = results["runs"][f"{s}-s{seed}"]["hypervolume"]
+            reach = trials_to_reach(hv, target)
+            spent = results["runs"][f"{s}-s{seed}"]["train_s_cumulative"]
             per_seed.append({"seed": seed, "final_hv": hv[-1], "hv_at_half": hv[len(hv) // 2 - 1],
-                             "random_final_hv": target, "trials_to_random_final": trials_to_reach(hv, target)})
+                             "random_final_hv": target, "trials_to_random_final": reach,
+                             # the training time that took, against random's for its whole run
+                             "train_s_to_random_final": spent[reach - 1] if reach else None,
+                             "random_train_s": results["runs"][f"random-s{seed}"]["train_s_cumulative"][-1]})
         reached = [p["trials_to_random_final"] for p in per_seed]
         summary[s] = {
             "per_seed": per_seed,
@@ -177,6 +189,10 @@ def main() -> None:
             "mean_share_of_trials": sum((r or args.trials) / args.trials for r in reached) / len(reached),
             "all_reached": all(r is not None for r in reached),
             "mean_trained": sum(results["runs"][f"{s}-s{seed}"]["trained"] for seed in args.seeds) / len(args.seeds),
+            # training time to reach random's final hypervolume over random's own, mean over seeds
+            # (a run that never reaches it counts as its whole training time)
+            "mean_train_time_ratio": sum((p["train_s_to_random_final"] or results["runs"][f"{s}-s{p['seed']}"]["train_s"])
+                                         / p["random_train_s"] for p in per_seed) / len(per_seed),
         }
     results["summary"] = summary
     best = max(args.samplers, key=lambda s: (summary[s]["mean_final_hv"]))
@@ -195,14 +211,14 @@ def main() -> None:
 
     print(f"\n{len(runs)} runs x {args.trials} trials; hypervolume reference {REFERENCE} "
           f"(share of the box up to accuracy 1, latency 0, size 0)")
-    print(f"{'sampler':8} {'final HV (mean)':>16} {'HV at half':>11} {'trials to random final':>24} "
-          f"{'share':>6} {'trained':>8}")
+    print(f"{'sampler':10} {'final HV (mean)':>14} {'HV at half':>11} {'trials to random final':>24} "
+          f"{'share':>6} {'trained':>8} {'train time to it':>17}")
     for s in args.samplers:
         m = summary[s]
         reach = ", ".join(str(p["trials_to_random_final"] or f">{args.trials}") for p in m["per_seed"])
         half = sum(p["hv_at_half"] for p in m["per_seed"]) / len(m["per_seed"])
-        print(f"{s:8} {m['mean_final_hv']:16.4f} {half:11.4f} {reach:>24} {m['mean_share_of_trials']:6.0%} "
-              f"{m['mean_trained']:8.1f}")
+        print(f"{s:10} {m['mean_final_hv']:14.4f} {half:11.4f} {reach:>24} {m['mean_share_of_trials']:6.0%} "
+              f"{m['mean_trained']:8.1f} {m['mean_train_time_ratio']:17.0%}")
     print(f"best sampler: {best}; total {results['wall_s']['total'] / 60:.1f} min; results in {dest}")
 
 

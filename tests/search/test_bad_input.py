@@ -146,7 +146,7 @@ def dataset_dicts() -> st.SearchStrategy:
 
 def search_dicts() -> st.SearchStrategy:
     return st.fixed_dictionaries({}, optional={
-        "trials": st.integers(1, 10**6), "sampler": st.sampled_from(["tpe", "nsga2", "random", "gp"]),
+        "trials": st.integers(1, 10**6), "sampler": st.sampled_from(["tpe", "nsga2", "random", "gp", "cost-aware"]),
         "seed": st.integers(0, 2**32), "epochs": st.integers(1, 1000), "finetune_epochs": st.integers(0, 100),
         "batch_size": st.integers(1, 4096), "lr": st.floats(1e-6, 10), "workers": st.integers(1, 64),
         "backend": st.sampled_from(["local", "ray"]), "address": st.none() | words.map(lambda w: f"{w}:6379"),

@@ -21,7 +21,7 @@ def test_defaults_make_a_valid_spec():
 
 
 @pytest.mark.parametrize("change, field, allowed", [
-    ({"search": {"sampler": "bayes"}}, "search.sampler", "'tpe', 'nsga2', 'random' or 'gp'"),
+    ({"search": {"sampler": "bayes"}}, "search.sampler", "'tpe', 'nsga2', 'random', 'gp' or 'cost-aware'"),
     ({"budget": {"latency_ms": -1}}, "budget.latency_ms", "greater than 0"),
     ({"space": {"weight_bits": [3]}}, "space.weight_bits.0", "2, 4, 8, 16 or 32"),
     ({"space": {"kernels": []}}, "space.kernels", "at least 1"),
