@@ -15,7 +15,7 @@ one, so it
 For each trial it draws a pool of candidates (random ones, and neighbours of the current front:
 one or two choices changed), prices them and scores the feasible ones. Before the model has
 ``n_startup`` trained trials to learn from, it proposes a maximin design instead: the feasible
-pool member farthest, in feature space, from every candidate tried so far.
+pool member farthest, in feature space, from every candidate trained or in flight.
 
 Contract:
 - every proposal is a candidate of the space (the parameters :func:`spaces.space` asks for), and
@@ -258,7 +258,8 @@ class CostAwareSampler(BaseSampler):
         return sum(max(p.costs[k] / v - 1.0, 0.0) for k, v in self.limits.items())
 
     def _history(self, study: optuna.Study) -> tuple[list, list, set[str]]:
-        """(trained: (priced, accuracy)), (in flight: priced), every candidate string tried."""
+        """The trials trained to the end as (priced, accuracy, params), those in flight as (priced,
+        params), and every candidate string tried (to propose none twice)."""
         trained, flying, tried = [], [], set()
         for t in study.get_trials(deepcopy=False):
             key = t.user_attrs.get("candidate")
