@@ -103,3 +103,19 @@ def test_a_search_never_proposes_over_budget_and_resumes_as_if_never_stopped(tmp
     runner.run_search(spec, tmp_path / "resumed", trials=6, **quiet)
     resumed = runner.run_search(spec, tmp_path / "resumed", **quiet)
     assert candidates(resumed) == candidates(whole)
+
+
+@pytest.mark.slow
+def test_two_workers_get_different_candidates_while_one_trial_is_in_flight(tmp_path):
+    """With two workers, the sampler proposes while the other worker's trial runs: that trial
+    counts as a front member at its predicted accuracy, and its candidate is not proposed again."""
+    spec = parse_spec(tiny_spec(search={"trials": 8, "sampler": "cost-aware", "epochs": 2, "finetune_epochs": 0,
+                                        "workers": 2}))
+    study = runner.run_search(spec, tmp_path, progress=False, log=lambda m: None)
+    trials = study.get_trials()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(set(candidates(study))) == 8
+    # proposals after the start-up were made while the other worker's trial was running
+    overlapping = [t for t in trials[4:] if any(o.datetime_start < t.datetime_start < o.datetime_complete
+                                                for o in trials if o.number != t.number)]
+    assert overlapping
