@@ -83,6 +83,8 @@ def _summarise(run_dir: Path, trials: int) -> dict:
     starts = [t.datetime_start for t in trials_ if t.datetime_start]
     ends = [t.datetime_complete for t in trials_ if t.datetime_complete]
     trained = [r for r in rows if r.accuracy is not None]
+    spent = list(accumulate(sum(v for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s")
+                            for t in sorted(trials_, key=lambda t: t.number)))
     feasible = [r for r in rows if r.state == "complete"]
     return {
         "hypervolume": [hv for _, hv in history],
@@ -91,11 +93,9 @@ def _summarise(run_dir: Path, trials: int) -> dict:
         "feasible": [{"number": r.number, "candidate": r.candidate, "accuracy": r.accuracy,
                       "latency_ms": r.latency_ms, "size_kb": r.size_kb} for r in feasible],
         "pareto": [r.number for r in res.pareto()],
-        "train_s": sum(v for t in trials_ for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s"),
+        "train_s": spent[-1] if spent else 0.0,
         # training time spent up to and including each trial (the compute behind each hypervolume)
-        "train_s_cumulative": list(accumulate(
-            sum(v for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s")
-            for t in sorted(trials_, key=lambda t: t.number))),
+        "train_s_cumulative": spent,
         # first trial's start to last trial's end: the run's search time, across resumptions
         "search_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
     }

@@ -45,11 +45,12 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pareto import hypervolume
+from search.pareto import dominates, hypervolume
 from spaces import space
 from spaces.candidate import Candidate
 from spaces.config import SpaceSpec
 from spaces.plan import NetworkPlan
+from targets.cost import network_macs
 
 __all__ = ["CostAwareSampler", "Priced", "expected_hvi", "features"]
 
@@ -72,7 +73,7 @@ def features(plan: NetworkPlan) -> np.ndarray:
     lowest weight and activation bit widths of any stage) and distillation."""
     cand = plan.candidate
     return np.array([
-        math.log(plan.macs), math.log(plan.params),
+        math.log(network_macs(plan)), math.log(plan.params),
         math.log2(min(s.w_bits for s in cand.stages)), math.log2(min(s.a_bits for s in cand.stages)),
         cand.alpha if cand.distils else 0.0, math.log(cand.temperature) if cand.distils else 0.0,
     ])
@@ -112,8 +113,8 @@ class _GaussianProcess:
     one lengthscale per feature, observation noise; hyperparameters by maximum marginal
     likelihood (L-BFGS-B, a log-normal prior keeping lengthscales near the features' range)."""
 
-    BOUNDS = [(math.log(0.05), math.log(20.0))] * len(FEATURES) + [(math.log(0.05), math.log(20.0)),
-                                                                   (math.log(1e-2), math.log(1.0))]
+    LENGTHSCALE = SIGNAL = (math.log(0.05), math.log(20.0))  # log bounds; features and y are scaled
+    NOISE = (math.log(1e-2), math.log(1.0))
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         from scipy.optimize import minimize
@@ -123,7 +124,7 @@ class _GaussianProcess:
         self.y = (y - self.mean) / self.scale
         starts = [np.array([0.0] * x.shape[1] + [0.0, math.log(0.1)]),
                   np.array([math.log(0.3)] * x.shape[1] + [0.0, math.log(0.01)])]
-        best = min((minimize(self._loss, s, method="L-BFGS-B", bounds=self.BOUNDS[:x.shape[1]] + self.BOUNDS[-2:])
+        best = min((minimize(self._loss, s, method="L-BFGS-B", bounds=[self.LENGTHSCALE] * x.shape[1] + [self.SIGNAL, self.NOISE])
                     for s in starts), key=lambda r: r.fun)
         self._set(best.x)
 
@@ -175,9 +176,8 @@ def expected_hvi(mu: float, sigma: float, costs: Sequence[float], front: Sequenc
     total, upper = 0.0, math.inf  # accuracies in [level, upper) face the first len(clipped) members
     for acc, member in [*ranked, (0.0, None)]:
         level = max(acc, 0.0)
-        free = box - (hypervolume(clipped, reference) if clipped and reference else 0.0)
-        if not reference and clipped:
-            free = 0.0  # accuracy alone: any more accurate member leaves nothing to add
+        # with accuracy the only objective, any more accurate member leaves nothing to add
+        free = box if not clipped else box - hypervolume(clipped, reference) if reference else 0.0
         if free > 0 and upper > level:
             above = 0.0 if upper == math.inf else _tail_integral(upper, mu, sigma)
             total += free * (_tail_integral(level, mu, sigma) - above)
@@ -330,7 +330,5 @@ class CostAwareSampler(BaseSampler):
 
 def _front(points: list[tuple[float, tuple[float, ...]]]) -> list[tuple[float, tuple[float, ...]]]:
     """The (accuracy, costs) points no other point dominates (accuracy up, costs down)."""
-    def beats(a, b):
-        no_worse = a[0] >= b[0] and all(x <= y for x, y in zip(a[1], b[1]))
-        return no_worse and (a[0] > b[0] or any(x < y for x, y in zip(a[1], b[1])))
-    return [p for p in points if not any(beats(q, p) for q in points)]
+    minimised = [(-acc, *costs) for acc, costs in points]
+    return [p for p, v in zip(points, minimised) if not any(dominates(w, v) for w in minimised)]

@@ -55,10 +55,6 @@ class StemPlan:
     def params(self) -> int:
         return self.cin * self.cout * self.kernel**2 + self.cout
 
-    @property
-    def macs(self) -> int:
-        return self.hw_out[0] * self.hw_out[1] * self.cin * self.cout * self.kernel**2
-
 
 @dataclass(frozen=True)
 class BlockPlan:
@@ -99,14 +95,6 @@ class BlockPlan:
         n += self.cmid * self.cout + self.cout
         return n
 
-    @property
-    def macs(self) -> int:
-        """Multiply-adds of one image: the expansion at the input's resolution, the rest at the output's."""
-        out = self.hw_out[0] * self.hw_out[1]
-        n = self.hw_in[0] * self.hw_in[1] * self.cin * self.cmid if self.has_expand else 0
-        n += out * self.cmid * (self.kernel**2 + self.cout)
-        return n + (2 * self.cmid * self.se if self.se else 0)
-
 
 @dataclass(frozen=True)
 class HeadPlan:
@@ -123,10 +111,6 @@ class HeadPlan:
     def params(self) -> int:
         return self.cin * self.num_classes + self.num_classes
 
-    @property
-    def macs(self) -> int:
-        return self.cin * self.num_classes
-
 
 @dataclass(frozen=True)
 class NetworkPlan:
@@ -140,12 +124,6 @@ class NetworkPlan:
     @property
     def params(self) -> int:
         return self.stem.params + sum(b.params for b in self.blocks) + self.head.params
-
-    @property
-    def macs(self) -> int:
-        """Multiply-adds of one image (convolutions and the classifier; pooling and activations
-        are not counted)."""
-        return sum(layer.macs for layer in self.layers)
 
     @property
     def layers(self) -> tuple:

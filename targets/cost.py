@@ -141,3 +141,8 @@ def layer_macs(layer: StemPlan | BlockPlan | HeadPlan) -> int:
     if b.se:
         macs += 2 * b.cmid * b.se
     return macs
+
+
+def network_macs(plan) -> int:
+    """Multiply-accumulates of one inference of a whole network (batch 1): its layers' sum."""
+    return sum(layer_macs(layer) for layer in plan.layers)

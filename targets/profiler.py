@@ -98,7 +98,7 @@ def sample_plans(config, input_shape: tuple[int, int, int], num_classes: int, n:
     import optuna
 
     from spaces.space import space
-    from targets.cost import layer_macs
+    from targets.cost import network_macs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -106,7 +106,7 @@ def sample_plans(config, input_shape: tuple[int, int, int], num_classes: int, n:
             for _ in range(n * SPREAD_POOL if spread else n)]
     if not spread or n < 4:
         return pool[:n]
-    uniform, rest = pool[:n // 2], sorted(pool[n // 2:], key=lambda p: sum(layer_macs(layer) for layer in p.layers))
+    uniform, rest = pool[:n // 2], sorted(pool[n // 2:], key=network_macs)
     k = n - len(uniform)
     return uniform + [rest[round(i * (len(rest) - 1) / (k - 1))] for i in range(k)]
 

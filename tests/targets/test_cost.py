@@ -4,7 +4,7 @@ import pytest
 
 from spaces import Candidate, build_plan
 from targets import Cost, Latency, Profile, ProfileError, UnpriceableError, get_target, layer_key, list_targets
-from targets.cost import peak_memory_kb, size_kb
+from targets.cost import network_macs, peak_memory_kb, size_kb
 from targets.profiled import LocalCpuTarget, ProfileTarget
 
 CAND = "c8:ir_r1_k3_e3_c8_re_p0.5_w8a8:ir_r2_k3_e4_c16_se_hs_w4a32"
@@ -102,3 +102,36 @@ def test_registry_lists_local_cpu_and_refuses_unknown_names():
     assert "local-cpu" in list_targets()
     with pytest.raises(KeyError, match="unknown target 'pi5'"):
         get_target("pi5")
+
+
+def test_network_macs_match_the_multiply_adds_the_built_pruned_network_performs():
+    """``network_macs`` (the estimated targets' compute and the cost-aware sampler's capacity
+    feature) equals what the pruned network's convolutions and classifier compute, counted from
+    their inputs and outputs in a forward pass."""
+    import optuna
+    import torch
+
+    from spaces import SpaceSpec, network, space
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            counted.append(output.numel() * module.in_channels // module.groups * k)
+        else:
+            counted.append(output.numel() * module.in_features)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    for shape in [(3, 32, 32), (1, 8, 8), (3, 96, 96)]:
+        for _ in range(8):
+            cand = space(study.ask(), SpaceSpec())
+            plan = build_plan(cand, shape, 10)
+            small = network.prune(network.build(plan).eval())
+            counted: list[int] = []
+            hooks = [m.register_forward_hook(count) for m in small.modules()
+                     if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+            with torch.no_grad():
+                small(torch.zeros(1, *shape))
+            for h in hooks:
+                h.remove()
+            assert sum(counted) == network_macs(plan), cand
