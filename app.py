@@ -471,11 +471,16 @@ def export_panel(res: RunResults, source: str, number: int, state: str) -> None:
     latency = card["latency"]
     where = "this host, the target" if latency["target_is_this_host"] else f"{latency['measured_on']}, not the target"
     st.caption(f"Exported models measured on {where} (batch 1, {latency['threads']} thread(s)):")
-    st.dataframe(pd.DataFrame([{"model": name, "predicted (ms)": latency[name]["predicted_ms"],
-                                "measured (ms)": latency[name]["measured_ms"], "error": latency[name]["error"],
-                                "accuracy": card["accuracy"][name]} for name in (FP32_FILE, INT8_FILE)]),
-                 hide_index=True, column_config={"error": st.column_config.NumberColumn(format="percent"),
-                                                 "accuracy": st.column_config.NumberColumn(format="percent")})
+    rows = []
+    for name in (FP32_FILE, INT8_FILE):
+        file = latency[name].get("file") or {}
+        rows.append({"model": name, "network predicted (ms)": latency[name]["predicted_ms"],
+                     "network measured (ms)": latency[name]["measured_ms"], "error": latency[name]["error"],
+                     "file predicted (ms)": file.get("predicted_ms"), "file measured (ms)": file.get("measured_ms"),
+                     "file error": file.get("error"), "accuracy": card["accuracy"][name]})
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(pd.DataFrame(rows), hide_index=True,
+                 column_config={"error": percent, "file error": percent, "accuracy": percent})
     for warning in card.get("warnings", []):
         st.warning(warning)
     files = [folder / name for name in (FP32_FILE, INT8_FILE, CARD_FILE) if (folder / name).is_file()]

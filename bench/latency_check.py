@@ -1,10 +1,22 @@
-"""Latency model accuracy on this host: `hwsearch latency-check` on the default space (3x32x32)
-and the quickstart's (1x8x8), plus the time `hwsearch profile` takes on the quickstart space.
+"""Latency model accuracy on this host, as a matrix: three input scales x threads 1 and 2.
 
-    python bench/latency_check.py [--n 50] [--cache DIR]
+    python bench/latency_check.py [--n 50] [--cells q1,q2,d1,d2,w1,w2] [--busy]
 
-Writes bench/results/latency_check.json and prints a table. Uses a fresh latency cache (a temp
-folder unless --cache), so every figure includes measuring from nothing.
+Each cell starts from a fresh latency cache (a new temporary folder) and runs, in fresh
+processes as a user would:
+
+1. ``hwsearch profile --target local-cpu --threads T`` on the cell's space: the reference network,
+   every layer's grid, 100 calibration networks and the profile's self-check (timed: the
+   profiling time);
+2. ``hwsearch latency-check --target local-cpu --threads T --n 50`` in another process: 50
+   random networks of another seed, predicted and measured end to end.
+
+Scales: the quickstart space (1x8x8, 10 classes), the default space (3x32x32, 10 classes), and
+the default space on 3x96x96 with 2 classes (a visual-wake-words-sized task, networks of
+milliseconds). ``--busy`` runs a CPU-bound neighbour process (``while True: pass``) beside every
+step. Results, with the CPU model and the onnxruntime version, go to
+``bench/results/latency_check.json`` (``latency_check_busy.json`` with ``--busy``); finished
+cells are kept, so an interrupted run resumes with the cells it had not finished.
 """
 
 from __future__ import annotations
@@ -12,51 +24,93 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CELLS = {
+    "q": ("quickstart space, 1x8x8", ["--spec", "examples/quickstart.yaml"]),
+    "d": ("default space, 3x32x32", ["--input", "3,32,32", "--classes", "10"]),
+    "w": ("default space, 3x96x96, 2 classes", ["--input", "3,96,96", "--classes", "2"]),
+}
 
 
 def hwsearch(*args: str, env: dict) -> tuple[str, float]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return out, time.perf_counter() - t0
+    proc = subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise SystemExit(f"hwsearch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout, time.perf_counter() - t0
+
+
+@contextmanager
+def neighbour(busy: bool):
+    """A CPU-bound process beside the measurement, when asked."""
+    if not busy:
+        yield
+        return
+    p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        p.kill()
+        p.wait()
+
+
+def run_cell(key: str, threads: int, n: int, busy: bool) -> dict:
+    label, space = CELLS[key]
+    cache = tempfile.mkdtemp(prefix=f"hwsearch-bench-{key}{threads}-")
+    env = {**os.environ, "HWSEARCH_CACHE": cache}
+    with neighbour(busy):
+        out, t_profile = hwsearch("profile", "--target", "local-cpu", "--threads", str(threads), *space,
+                                  "--no-progress", env=env)
+        cmd = ["latency-check", "--target", "local-cpu", "--threads", str(threads), *space, "--n", str(n), "--json"]
+        report, t_check = hwsearch(*cmd, env=env)
+    report = json.loads(report)
+    report.pop("rows", None)
+    profile = json.loads((Path(cache) / f"local-cpu-{threads}t.json").read_text())
+    return {"cell": f"{key}{threads}", "label": label, "threads": threads, "busy_neighbour": busy,
+            "profile_command": f"hwsearch profile --target local-cpu --threads {threads} {' '.join(space)}",
+            "profile_s": round(t_profile, 1), "profile_log": out.strip().splitlines()[-3:],
+            "self_check": profile["checks"][-1] if profile.get("checks") else None,
+            "reference": profile.get("reference"), "layers_measured": len(profile["entries"]),
+            "command": "hwsearch " + " ".join(cmd), "check_s": round(t_check, 1), **report}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--cache", help="latency cache folder (default: a fresh temporary one)")
+    ap.add_argument("--cells", default="q1,q2,d1,d2,w1,w2", help="cells to run: scale (q, d, w) + threads")
+    ap.add_argument("--busy", action="store_true", help="run a CPU-bound neighbour process beside each step")
+    ap.add_argument("--again", action="store_true", help="measure cells that are already in the results again")
     args = ap.parse_args()
-    cache = args.cache or tempfile.mkdtemp(prefix="hwsearch-bench-")
-    env = {**os.environ, "HWSEARCH_CACHE": cache}
-    results = {"host": platform.processor() or platform.machine(), "cache": cache, "runs": []}
+    import onnxruntime
+
+    sys.path.insert(0, str(ROOT))
     from targets.profiled import host_name
 
-    results["host"] = host_name()
-    _, t_profile = hwsearch("profile", "--target", "local-cpu", "--spec", "examples/quickstart.yaml",
-                            "--no-progress", env=env)
-    results["profile_quickstart_s"] = round(t_profile, 1)
-    for label, extra in [("default space, 3x32x32", []), ("quickstart space, 1x8x8", ["--spec", "examples/quickstart.yaml"])]:
-        cmd = ["latency-check", "--target", "local-cpu", "--n", str(args.n), "--json", *extra]
-        out, secs = hwsearch(*cmd, env=env)
-        report = json.loads(out)
-        report.update(label=label, command="hwsearch " + " ".join(cmd), wall_s=round(secs, 1))
-        results["runs"].append(report)
-    dest = ROOT / "bench" / "results" / "latency_check.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(results, indent=1))
-    print(f"host: {results['host']}; profiling the quickstart space: {t_profile:.0f} s")
-    print(f"{'space':<26} {'n':>3} {'within 10%':>10} {'MAPE':>6} {'tau':>6} {'worst':>7} {'wall':>6}")
-    for r in results["runs"]:
-        print(f"{r['label']:<26} {r['n']:>3} {r['within_10pct']:>10.0%} {r['mape']:>6.1%} {r['kendall_tau']:>6.3f} "
-              f"{r['worst'][0]['error']:>+7.1%} {r['wall_s']:>5.0f}s")
+    dest = ROOT / "bench" / "results" / ("latency_check_busy.json" if args.busy else "latency_check.json")
+    results = json.loads(dest.read_text()) if dest.exists() else {}
+    if results.get("host") != host_name() or results.get("onnxruntime") != onnxruntime.__version__ or "cells" not in results:
+        results = {"host": host_name(), "onnxruntime": onnxruntime.__version__, "cores": os.cpu_count(), "cells": {}}
+    for cell in args.cells.split(","):
+        if cell in results["cells"] and not args.again:
+            continue
+        print(f"cell {cell} ...", flush=True)
+        results["cells"][cell] = run_cell(cell[0], int(cell[1:]), args.n, args.busy)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(results, indent=1))
+    print(f"host: {results['host']}, onnxruntime {results['onnxruntime']}{', busy neighbour' if args.busy else ''}")
+    print(f"{'cell':<36} {'thr':>3} {'within 10%':>10} {'MAPE':>6} {'tau':>6} {'raw w10':>8} {'drift':>6} "
+          f"{'noise':>6} {'profile':>8}")
+    for r in results["cells"].values():
+        print(f"{r['label']:<36} {r['threads']:>3} {r['within_10pct']:>10.0%} {r['mape']:>6.1%} {r['kendall_tau']:>6.3f} "
+              f"{r['raw']['within_10pct']:>8.0%} {r['host_drift']:>6.2f} {r['host']['noise']:>6.2f} {r['profile_s']:>7.0f}s")
     print(f"wrote {dest}")
 
 

@@ -201,9 +201,16 @@ def cmd_profile(args) -> int:
 
 def cmd_latency_check(args) -> int:
     from targets.profiled import host_name
-    from targets.profiler import check_latency
+    from targets.profiler import DRIFT_WARN, check_latency
 
-    target = _target_or_fail(args.target)
+    if args.threads and args.target != "local-cpu":
+        return _fail("--threads applies to local-cpu; a profile file is checked at the thread count it was measured with")
+    if args.threads and args.threads != 1:
+        from targets.profiled import LocalCpuTarget
+
+        target = LocalCpuTarget(threads=args.threads)
+    else:
+        target = _target_or_fail(args.target)
     if isinstance(target, int):
         return target
     config, shape, classes = _space_and_input(args)
@@ -223,6 +230,13 @@ def cmd_latency_check(args) -> int:
     print(f"  within +-10%:        {report['within_10pct']:.0%}")
     print(f"  mean abs. error:     {report['mape']:.1%}")
     print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
+    raw = report["raw"]
+    print(f"  host speed:          {report['host_drift']:.2f}x the profile's time for the reference network "
+          f"(noise {report['host']['noise']:.2f}: median / fastest 5% of its bursts)")
+    print(f"  at this moment's host speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}")
+    if abs(report["host_drift"] - 1) > DRIFT_WARN:
+        print(f"warning: this host runs {report['host_drift']:.2f}x as slow as when {target.name} was profiled "
+              "(a busy neighbour, or another host state): measured latencies now differ by that much", file=sys.stderr)
     print("  worst cases:")
     for w in report["worst"]:
         print(f"    {w['error']:+7.1%}  predicted {w['predicted_ms']:.4f} ms, measured {w['measured_ms']:.4f} ms  "
@@ -238,8 +252,11 @@ def _export_summary(report) -> list[str]:
              f"int8 {acc['model.int8.onnx']:.2%} ({0.0 - acc['int8_drop_points']:+.2f} points)"]
     for name in ("model.onnx", "model.int8.onnx"):
         f = lat[name]
-        lines.append(f"  {name:<16}{f['predicted_ms'] * 1000:7.1f} us predicted, {f['measured_ms'] * 1000:7.1f} measured "
-                     f"({f['error']:+.0%}); {c['size'][name]['on_disk_kb']:.1f} KB")
+        file = f.get("file") or {}
+        shipped = (f"; file {file['predicted_ms'] * 1000:.1f} us predicted, {file['measured_ms'] * 1000:.1f} measured "
+                   f"({file['error']:+.0%})" if file.get("predicted_ms") else "")
+        lines.append(f"  {name:<16}network {f['predicted_ms'] * 1000:6.1f} us predicted, {f['measured_ms'] * 1000:6.1f} "
+                     f"measured ({f['error']:+.0%}){shipped}; {c['size'][name]['on_disk_kb']:.1f} KB")
     if not lat["target_is_this_host"]:
         lines.append(f"  latency measured on this host, not on {c['target']['name']}")
     lines += [f"  warning: {w}" for w in report.warnings]
@@ -292,13 +309,16 @@ def cmd_schema(args) -> int:
 def cmd_targets(args) -> int:
     from targets import get_target, target_names
 
-    print(f"{'target':<20} {'how':<10} {'kind':<5} {'layers':>7} {'calibrated on':>14}  device")
+    print(f"{'target':<20} {'how':<10} {'kind':<5} {'layers':>7} {'calibrated on':>14}  {'self-check':<26}  device")
     for name in target_names():
         t = get_target(name)
         p = t.profile
         how = "measured" if p.device.measured else "ESTIMATED"
         cal = f"{p.calibration.fitted_on} networks" if p.calibration.fitted_on else "-"
-        print(f"{name:<20} {how:<10} {p.device.kind:<5} {len(p.entries):>7} {cal:>14}  {t.description}")
+        c = p.checks[-1] if p.checks else None
+        check = (f"{'passed' if c.passed else 'FAILED'} {c.within_10pct:.0%} <=10%, tau {c.kendall_tau:.2f}"
+                 if c else "none")
+        print(f"{name:<20} {how:<10} {p.device.kind:<5} {len(p.entries):>7} {cal:>14}  {check:<26}  {t.description}")
     print("\nEstimated profiles are derived from public spec-sheet figures (listed in each file), not measured:\n"
           "profile the real device with 'hwsearch profile' for latencies you can trust.")
     return 0
@@ -348,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--provider", default="CPUExecutionProvider",
                     help="onnxruntime execution provider, e.g. CUDAExecutionProvider on a Jetson")
     pr.add_argument("--kind", choices=["cpu", "gpu", "npu", "mcu"], help="device kind (default from the provider)")
-    pr.add_argument("--networks", type=int, default=40, help="whole networks measured for the calibration")
+    pr.add_argument("--networks", type=int, default=100, help="whole networks measured for the calibration")
     pr.add_argument("--every-width", action="store_true", help="measure every pruned width, interpolate none")
     pr.set_defaults(fn=cmd_profile)
 
@@ -357,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     space_args(lc)
     lc.add_argument("--n", type=int, default=50, help="random networks to measure (default 50)")
     lc.add_argument("--seed", type=int, default=1, help="sampling seed (0 is the calibration's own)")
+    lc.add_argument("--threads", type=int, help="local-cpu only: intra-op threads (default 1)")
     lc.add_argument("--json", action="store_true", help="print one JSON object")
     lc.set_defaults(fn=cmd_latency_check)
 

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 from spaces.plan import BlockPlan, HeadPlan, NetworkPlan, StemPlan
 from targets.cost import Cost, Latency, layer_kelems, peak_memory_kb, precision_of, size_kb
-from targets.profile import FEATURES, Calibration, UnpriceableError
+from targets.profile import FEATURES, Calibration, UnpriceableError, block_key, layer_terms
 
 Layer = StemPlan | BlockPlan | HeadPlan
 MIN_SHARE = 0.05  # a calibrated layer keeps at least this share of its own lookup: never 0
@@ -14,13 +14,21 @@ MIN_SHARE = 0.05  # a calibrated layer keeps at least this share of its own look
 __all__ = ["FEATURES", "Layer", "Target", "UnpriceableError", "network_features"]
 
 
-def network_features(layers, lookups: list[Latency]) -> dict[str, float]:
-    """The calibration's features of a network: summed lookups and boundary traffic by precision."""
-    f = dict.fromkeys(FEATURES, 0.0)
+def _terms(layers, lookups: list[Latency]) -> list[dict[str, float]]:
+    out, prev = [], None
     for layer, lat in zip(layers, lookups):
         p = precision_of(layer.w_bits, layer.a_bits)
-        f[f"{p}_ms"] += lat.mean_ms
-        f[f"{p}_kelems"] += layer_kelems(layer)
+        out.append(layer_terms(block_key(layer).kind, p, lat.mean_ms, layer_kelems(layer), prev not in (None, p)))
+        prev = p
+    return out
+
+
+def network_features(layers, lookups: list[Latency]) -> dict[str, float]:
+    """The calibration's features of a network: its layers' :func:`layer_terms` summed."""
+    f = dict.fromkeys(FEATURES, 0.0)
+    for terms in _terms(layers, lookups):
+        for k, v in terms.items():
+            f[k] += v
     return f
 
 
@@ -56,6 +64,15 @@ class Target(ABC):
         profile file was calibrated where it was measured, so by default there is nothing to do."""
         return False
 
+    def adapter_latency(self, input_shape: tuple[int, int, int], dtype: str) -> Latency:
+        """The time an exported file's input adapter adds (raw ``dtype`` pixels, NHWC, to the
+        network's normalised NCHW input), or :class:`UnpriceableError` where it is not known."""
+        raise UnpriceableError(f"target {self.name!r} does not price input adapters")
+
+    def prepare(self, plans) -> None:
+        """Get ready to price these plans (a target that measures on first use measures what
+        they need, together); by default there is nothing to do."""
+
     def lookups(self, plan: NetworkPlan) -> list[Latency]:
         return [self.layer_latency(layer) for layer in plan.layers]
 
@@ -67,12 +84,10 @@ class Target(ABC):
         (never below ``MIN_SHARE`` of its lookup).
         """
         cal = self.calibration
-        coef = cal.coefficients()
         parts = []
-        for layer, lat in zip(plan.layers, self.lookups(plan)):
-            p = precision_of(layer.w_bits, layer.a_bits)
-            ms = coef[f"{p}_ms"] * lat.mean_ms + coef[f"{p}_kelems"] * layer_kelems(layer)
-            parts.append((layer.name, max(ms, MIN_SHARE * lat.mean_ms)))
+        lookups = self.lookups(plan)
+        for layer, lat, terms in zip(plan.layers, lookups, _terms(plan.layers, lookups)):
+            parts.append((layer.name, max(cal.layer_ms(terms), MIN_SHARE * lat.mean_ms)))
         parts.append(("overhead", max(self.overhead().mean_ms + cal.offset_ms, 0.0)))
         latency = sum(ms for _, ms in parts)
         if not latency > 0:

@@ -1,14 +1,49 @@
-"""Time ONNX graphs with onnxruntime: warm-up, many repeats, median, fixed thread count."""
+"""Time ONNX graphs with onnxruntime on a noisy host: against a reference, in interleaved rounds.
+
+Why not simply a median of many runs: on shared hosts (cloud VMs, a laptop running a browser) the
+speed of the CPU changes by up to 2x within a second as neighbours come and go, and SIMD-heavy
+kernels slow down more than scalar code. Measured on a 2-core Intel Xeon VM: a fixed network's
+median over 200 runs moved between 40 and 68 us within one process, and whole processes ran
+1.7x slower than others. A profile measured in one such moment and checked in another disagrees
+by that much, whatever the latency model.
+
+So a :class:`Meter` never times a graph alone. It times it in short bursts, each burst between
+two bursts of a fixed *reference network* (fp32 and int8 layers, like the graphs it measures),
+and keeps the ratio of the burst's median to the neighbouring reference's. A round visits every
+graph of a batch in turn, so slow moments hit them alike; a graph's reading is the median of its
+rounds' ratios, with a confidence interval. A round whose reference burst is far slower than the
+batch's (a spike) is dropped and measured again, never stored; a reading whose interval is wider
+than asked gets more rounds. A ratio becomes milliseconds through ``reference_ms``: the
+reference's own median time, measured when the meter starts or given (a profile keeps the value
+it was measured with, so entries measured in later processes stay on one scale).
+
+Contract: :meth:`Meter.measure` is not thread safe (one meter per thread); it returns one
+:class:`~targets.cost.Latency` per graph, in milliseconds, ``std_ms`` the standard error of the
+median ratio scaled to milliseconds, ``count`` the timed runs. :meth:`Meter.host` reports the
+noise of the host as the meter saw it.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from targets.cost import Latency
 
 DEFAULT_PROVIDER = "CPUExecutionProvider"
+# The reference: a small network with fp32 and int8 stages (the kinds of kernels profiles hold).
+REFERENCE_CANDIDATE = "c16:ir_r1_k3_e3_c16_re_w32a32:ir_r1_k3_e3_c24_re_w8a8:ir_r1_k3_e3_c32_hs_w32a32"
+REFERENCE_INPUT = (3, 16, 16)
+REF_RUNS = 3  # reference runs per burst (median)
+SPIKE = 1.35  # a reference burst this much slower than the batch's median marks a spiked round
+OUTLIER = 1.25  # a round ratio this far (either way) from the graph's median is re-measured
+
+
+class HostTooNoisy(RuntimeError):
+    """The host's speed varied so much that readings could not reach the asked precision."""
 
 
 def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVIDER,
@@ -27,10 +62,190 @@ def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVID
     return ort.InferenceSession(model_bytes, opts, providers=[provider])
 
 
+def random_feed(sess, input_shape: Sequence[int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random input for a session's single input (uint8 pixels or float values)."""
+    inp = sess.get_inputs()[0]
+    shape = tuple(input_shape or [d if isinstance(d, int) else 1 for d in inp.shape])
+    rng = np.random.default_rng(seed)
+    if inp.type == "tensor(uint8)":
+        return {inp.name: rng.integers(0, 256, shape, dtype=np.uint8)}
+    return {inp.name: rng.standard_normal(shape).astype(np.float32)}
+
+
+def reference_model():
+    """The reference network's ONNX graph (fixed weights): what every reading is relative to."""
+    from spaces.candidate import Candidate
+    from spaces.plan import build_plan
+    from targets.onnx_graph import network_model, random_network_weights
+
+    plan = build_plan(Candidate.from_string(REFERENCE_CANDIDATE), REFERENCE_INPUT, 10)
+    return network_model(plan, random_network_weights(plan, np.random.default_rng(0)))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A graph's time relative to the reference: the median ratio of its rounds."""
+
+    ratio: float
+    sem: float  # standard error of the median ratio
+    rounds: int
+    rejected: int  # rounds dropped as spikes or outliers, and measured again
+    runs: int
+
+    @property
+    def rel_ci(self) -> float:
+        """Half-width of the ~95% interval, relative to the ratio."""
+        return 1.96 * self.sem / self.ratio
+
+
+class Meter:
+    """Times ONNX sessions against a reference network in interleaved rounds (see the module).
+
+    ``window_s`` is the length of one burst of a graph; ``rounds`` the rounds every reading gets
+    at least; up to ``max_rounds`` while its interval is wider than ``ci`` (relative half-width).
+    """
+
+    def __init__(self, threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None,
+                 rounds: int = 7, max_rounds: int = 25, window_s: float = 0.0015, ci: float = 0.03,
+                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.threads, self.provider = threads, provider
+        self.rounds, self.max_rounds, self.window_s, self.ci = rounds, max_rounds, window_s, ci
+        self._clock = clock
+        self._ref = session(reference_model().SerializeToString(), threads, provider)
+        self._ref_feed = random_feed(self._ref)
+        self.ref_bursts: list[float] = []  # every reference burst's median, ms
+        self.rejected = 0
+        for _ in range(20):
+            self._ref.run(None, self._ref_feed)
+        for _ in range(30):
+            self._burst_ref()
+            self._sleep_burst()
+        self.reference_ms = reference_ms if reference_ms is not None else self.reference_here_ms()
+
+    def _sleep_burst(self) -> None:
+        end = self._clock() + int(self.window_s * 1e9)
+        while self._clock() < end:
+            self._ref.run(None, self._ref_feed)
+
+    def _burst_ref(self) -> float:
+        run, feed, clock, ts = self._ref.run, self._ref_feed, self._clock, []
+        for _ in range(REF_RUNS):
+            t0 = clock()
+            run(None, feed)
+            ts.append(clock() - t0)
+        ms = float(np.median(ts)) / 1e6
+        self.ref_bursts.append(ms)
+        return ms
+
+    def _burst(self, sess, feed) -> tuple[float, int]:
+        run, clock, ts = sess.run, self._clock, []
+        start = clock()
+        limit = int(self.window_s * 1e9)
+        while len(ts) < 3 or clock() - start < limit:
+            t0 = clock()
+            run(None, feed)
+            ts.append(clock() - t0)
+        return float(np.median(ts)) / 1e6, len(ts)
+
+    def reference_here_ms(self) -> float:
+        """The reference's median burst time in this process so far."""
+        return float(np.median(self.ref_bursts))
+
+    def host(self) -> dict[str, float]:
+        """What the meter saw of the host: the reference's median and 5th-percentile burst times
+        and their ratio (1.0 on a quiet host; 1.6 on the busy Xeon VM above), and the share of
+        rounds rejected as spikes or outliers."""
+        b = np.asarray(self.ref_bursts)
+        p5 = float(np.percentile(b, 5))
+        return {"reference_median_ms": float(np.median(b)), "reference_p5_ms": p5,
+                "noise": float(np.median(b) / p5), "bursts": len(b), "rejected_rounds": self.rejected}
+
+    def readings(self, sessions: Sequence, feeds: Sequence[dict] | None = None) -> list[Reading]:
+        """One :class:`Reading` per session, measured together in interleaved rounds."""
+        feeds = list(feeds) if feeds is not None else [random_feed(s) for s in sessions]
+        for s, f in zip(sessions, feeds):
+            for _ in range(3):
+                s.run(None, f)
+        ratios: list[list[float]] = [[] for _ in sessions]
+        runs, rejected = [0] * len(sessions), [0] * len(sessions)
+        todo = list(range(len(sessions)))
+        attempts = 0
+        while todo:
+            attempts += 1
+            before = self._burst_ref()
+            batch_ref = float(np.median(self.ref_bursts[-200:]))
+            for i in todo:
+                ms, n = self._burst(sessions[i], feeds[i])
+                after = self._burst_ref()
+                runs[i] += n
+                if max(before, after) > SPIKE * batch_ref:
+                    rejected[i] += 1  # a spike: never stored, measured again next round
+                else:
+                    ratios[i].append(2 * ms / (before + after))
+                before = after
+            todo = [i for i in todo if self._needs_more(ratios[i], rejected, i)]
+            if attempts > 4 * self.max_rounds:
+                break
+        out = []
+        for i, r in enumerate(ratios):
+            if not r:
+                raise HostTooNoisy(f"every round of a reading was spiked ({rejected[i]} rounds): the host is too "
+                                   "busy to measure; stop what else runs on it and measure again")
+            out.append(self._reading(r, rejected[i], runs[i]))
+        self.rejected += sum(rejected)
+        return out
+
+    def _needs_more(self, r: list[float], rejected: list[int], i: int) -> bool:
+        if len(r) < self.rounds:
+            return True
+        med = float(np.median(r))
+        keep = [x for x in r if med / OUTLIER <= x <= med * OUTLIER]
+        if len(keep) < len(r):  # outlying rounds are dropped and measured again
+            rejected[i] += len(r) - len(keep)
+            r[:] = keep
+            return len(r) < self.max_rounds
+        if len(r) >= self.max_rounds:
+            return False
+        return self._reading(r, 0, 0).rel_ci > self.ci
+
+    @staticmethod
+    def _reading(r: list[float], rejected: int, runs: int) -> Reading:
+        a = np.asarray(r)
+        med = float(np.median(a))
+        mad = float(np.median(np.abs(a - med))) * 1.4826
+        sem = 1.2533 * max(mad, 1e-3 * med) / np.sqrt(len(a))
+        return Reading(med, float(sem), len(a), rejected, runs)
+
+    def measure(self, models: Sequence, input_shapes: Sequence[Sequence[int]] | None = None) -> list[Latency]:
+        """Latencies (ms) of ONNX models (``onnx.ModelProto`` or bytes) on random inputs."""
+        data = [m if isinstance(m, bytes) else m.SerializeToString() for m in models]
+        sessions = [session(d, self.threads, self.provider) for d in data]
+        shapes = list(input_shapes) if input_shapes is not None else [None] * len(sessions)
+        feeds = [random_feed(s, shape) for s, shape in zip(sessions, shapes)]
+        return [self.latency(r) for r in self.readings(sessions, feeds)]
+
+    def latency(self, r: Reading) -> Latency:
+        return Latency(r.ratio * self.reference_ms, r.sem * self.reference_ms, r.runs)
+
+
+_METERS: dict[tuple, Meter] = {}
+
+
+def meter(threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None) -> Meter:
+    """A meter for these settings, shared in this process (its reference warm, its noise log
+    growing); ``reference_ms`` fixes the scale its ratios are converted with."""
+    key = (threads, provider)
+    if key not in _METERS:
+        _METERS[key] = Meter(threads, provider)
+    m = _METERS[key]
+    m.reference_ms = reference_ms if reference_ms is not None else m.reference_here_ms()
+    return m
+
+
 def time_session(sess, feed: dict[str, np.ndarray], warmup: int = 10, repeats: int = 50,
                  min_seconds: float = 0.03, max_repeats: int = 5000) -> Latency:
-    """Median of per-run wall times, after ``warmup`` runs; runs at least ``repeats`` times and
-    at least ``min_seconds``. ``std_ms`` is the spread of the middle half (IQR / 1.349)."""
+    """Median of per-run wall times of one session alone, after ``warmup`` runs (no reference:
+    for quick figures only; profiles and checks use a :class:`Meter`)."""
     run = sess.run
     for _ in range(warmup):
         run(None, feed)
@@ -46,14 +261,7 @@ def time_session(sess, feed: dict[str, np.ndarray], warmup: int = 10, repeats: i
 
 
 def time_model(model, input_shape: tuple, threads: int = 1, provider: str = DEFAULT_PROVIDER,
-               **kwargs) -> Latency:
-    """Time a model (``onnx.ModelProto`` or serialized bytes) on a random input of ``input_shape``."""
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    sess = session(data, threads, provider)
-    inp = sess.get_inputs()[0]
-    rng = np.random.default_rng(0)
-    if inp.type == "tensor(uint8)":
-        x = rng.integers(0, 256, input_shape, dtype=np.uint8)
-    else:
-        x = rng.standard_normal(input_shape).astype(np.float32)
-    return time_session(sess, {inp.name: x}, **kwargs)
+               reference_ms: float | None = None) -> Latency:
+    """Time one model (``onnx.ModelProto`` or bytes) on a random input, with this process's
+    shared :func:`meter`."""
+    return meter(threads, provider, reference_ms).measure([model], [input_shape])[0]

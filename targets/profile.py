@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from spaces.plan import BlockPlan, HeadPlan, StemPlan
 from targets.cost import Latency, precision_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2 files (no reference, no self-check) still load
 ALIGN_CAP = 16  # SIMD alignment classes: a channel count's largest power-of-two divisor, up to 16
 
 
@@ -80,32 +81,101 @@ class Sample(_Model):
     measured_ms: float = Field(gt=0)
 
 
+class Reference(_Model):
+    """The reference network every measurement of the profile is relative to (see
+    :mod:`targets.measure`): its ONNX graph is fixed by ``candidate`` and ``input_shape``; ``ms`` is
+    its median time when the profile was started, the scale its ratios are stored in."""
+
+    candidate: str
+    input_shape: tuple[int, int, int]
+    ms: float = Field(gt=0)
+    bursts: int = Field(default=0, ge=0, description="reference bursts ``ms`` is the median of, over every measuring run")
+    noise: float = Field(ge=0, description="median / 5th-percentile burst time of the reference: 1.0 is a quiet host")
+    rejected_rounds: int = Field(default=0, ge=0, description="rounds dropped as spikes or outliers and measured again")
+    entry_ci: float | None = Field(default=None, description="median ~95% interval of the entries, relative: the noise floor")
+
+
+class SelfCheck(_Model):
+    """The profile's latency model checked on fresh networks (a seed other than the fit's)."""
+
+    space: str = Field(description="fingerprint of the space, input and classes checked")
+    input_shape: tuple[int, int, int]
+    n: int
+    seed: int
+    within_10pct: float
+    mape: float
+    kendall_tau: float
+    host_drift: float = Field(description="the reference's time during the check / the profile's")
+    passed: bool
+    checked_at: str
+
+
+PASS_WITHIN_10PCT, PASS_TAU = 0.9, 0.9  # a self-check passes with this share within 10% and this tau
+
+
+KINDS = ("stem", "ir", "head")
+PRIOR = {"fp32_ms": 1.0, "int8_ms": 1.0}  # uncalibrated: the lookups' sum, as measured
+_LEGACY = {"fp32_scale": "fp32_ms", "int8_scale": "int8_ms", "fp32_ms_per_kelem": "fp32_kelems",
+           "int8_ms_per_kelem": "int8_kelems"}  # version 2 files' coefficient fields
+
+
+def layer_terms(kind: str, precision: str, lookup_ms: float, kelems: float, switch: bool) -> dict[str, float]:
+    """The features one layer adds to its network: for its precision, and for its kind at that
+    precision, the lookup's milliseconds (``_ms``), the thousands of activation values at its
+    boundary (``_kelems``) and one layer (``_layers``); ``switches`` counts a change of precision
+    from the previous layer (a quantize or dequantize the network runs there)."""
+    t: dict[str, float] = {}
+    for group in (precision, f"{kind}_{precision}"):
+        t[f"{group}_ms"] = lookup_ms
+        t[f"{group}_kelems"] = kelems
+        t[f"{group}_layers"] = 1.0
+    if switch:
+        t["switches"] = 1.0
+    return t
+
+
+FEATURES = tuple(f"{g}_{x}" for g in ("fp32", "int8", *(f"{k}_{p}" for k in KINDS for p in ("fp32", "int8")))
+                 for x in ("ms", "kelems", "layers")) + ("switches",)
+
+
 class Calibration(_Model):
-    """Whole-network correction of the summed layer lookups, fitted on networks measured end to end::
+    """Whole-network model of latency from the layers' lookups, fitted on networks measured end
+    to end::
 
-        latency = fp32_scale * fp32_ms + int8_scale * int8_ms
-                  + fp32_ms_per_kelem * fp32_kelems + int8_ms_per_kelem * int8_kelems
-                  + overhead + offset_ms
+        latency = sum over layers and their features f of coef[f] * f  +  overhead + offset_ms
 
-    ``*_ms`` are the summed lookups of the layers run at that precision; ``*_kelems`` the
-    thousands of activation values entering and leaving them. A layer timed alone converts its
-    input and output between the graph's layout and the kernel's (NCHWc reorders, NHWC
-    transposes); inside a network that happens once, so those terms come out negative.
+    A layer's features (:func:`layer_terms`) are its lookup, its boundary traffic and a count,
+    each once for its precision and once for its kind (stem, inverted residual, head) at that
+    precision, plus a count of precision switches. Why it is not just the lookups' sum: a layer
+    timed alone converts its input and output between the graph's layout and the kernel's
+    (NCHWc reorders, NHWC transposes) and pays a graph's fixed costs; inside a network the
+    layouts of its neighbours decide what is converted, once. The fit is least squares on
+    relative error, regularised towards the plain sum (``PRIOR``), so coefficients that the
+    networks do not pin down stay near it.
     """
 
-    fp32_scale: float = 1.0
-    int8_scale: float = 1.0
-    fp32_ms_per_kelem: float = 0.0
-    int8_ms_per_kelem: float = 0.0
+    coef: dict[str, float] = Field(default_factory=lambda: dict(PRIOR))
     offset_ms: float = 0.0
     fitted_on: int = Field(default=0, description="networks measured end to end for the fit")
     spaces: list[str] = Field(default_factory=list, description="fingerprints of the spaces sampled")
     fit_mape: float | None = Field(default=None, description="mean absolute % error on the fit networks")
     samples: list[Sample] = Field(default_factory=list)
 
-    def coefficients(self) -> dict[str, float]:
-        return {"fp32_ms": self.fp32_scale, "int8_ms": self.int8_scale,
-                "fp32_kelems": self.fp32_ms_per_kelem, "int8_kelems": self.int8_ms_per_kelem}
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_2(cls, data):
+        if isinstance(data, dict) and any(k in data for k in _LEGACY):
+            data = dict(data)
+            coef = {"fp32_ms": 1.0, "int8_ms": 1.0}
+            for old, new in _LEGACY.items():
+                if old in data:
+                    coef[new] = data.pop(old)
+            data.setdefault("coef", coef)
+        return data
+
+    def layer_ms(self, terms: dict[str, float]) -> float:
+        """A layer's share of the network's latency, from its :func:`layer_terms`."""
+        return sum(self.coef.get(f, 0.0) * v for f, v in terms.items())
 
 
 class BlockKey(NamedTuple):
@@ -184,12 +254,16 @@ def layer_key(layer: StemPlan | BlockPlan | HeadPlan) -> str:
 
 
 class Profile(_Model):
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[2, 3] = SCHEMA_VERSION
     device: DeviceFacts
     bits: BitSupport
     overhead_ms: Entry = Field(description="fixed per-inference cost of the runtime")
     entries: dict[str, Entry] = Field(default_factory=dict, description="layer key -> its latency alone")
     calibration: Calibration = Field(default_factory=Calibration)
+    reference: Reference | None = Field(default=None, description="what the measurements are relative to")
+    checks: list[SelfCheck] = Field(default_factory=list, description="self-checks, one per space, newest last")
+    adapters: dict[str, Entry] = Field(default_factory=dict, description=(
+        "input adapter key (adapter_key) -> its time inside a file: raw pixels to the network's input"))
     _index: dict | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -213,12 +287,12 @@ class Profile(_Model):
         if "schema_version" not in data:
             raise ProfileError(f"{path}: no schema_version: not an hwsearch device profile "
                                f"(those are written by 'hwsearch profile', version {SCHEMA_VERSION})")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
             advice = ("it was written by a newer hwsearch: upgrade this one" if newer else
                       "measure the device again with 'hwsearch profile'")
-            raise ProfileError(f"{path}: schema_version is {version!r}, this hwsearch reads version "
-                               f"{SCHEMA_VERSION}; {advice}")
+            raise ProfileError(f"{path}: schema_version is {version!r}, this hwsearch reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}; {advice}")
         try:
             return cls.model_validate(data)
         except ValidationError as e:
@@ -228,8 +302,29 @@ class Profile(_Model):
             more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
             raise ProfileError(f"{path}: invalid profile: {problems}{more}") from None
 
+    def rescale(self, factor: float) -> None:
+        """Multiply every time in the profile by ``factor`` (a new estimate of its scale)."""
+        for e in self.entries.values():
+            e.mean_ms, e.std_ms = e.mean_ms * factor, e.std_ms * factor
+        self.overhead_ms.mean_ms *= factor
+        self.overhead_ms.std_ms *= factor
+        cal = self.calibration
+        for sample in cal.samples:
+            sample.measured_ms *= factor
+            sample.features = {k: v * factor if k.endswith("_ms") else v for k, v in sample.features.items()}
+        cal.coef = {k: v if k.endswith("_ms") else v * factor for k, v in cal.coef.items()}
+        cal.offset_ms *= factor
+        if self.reference:
+            self.reference.ms *= factor
+        self._index = None
+
+    def check_for(self, fingerprint: str) -> SelfCheck | None:
+        """The newest self-check of a space (by fingerprint), if any."""
+        return next((c for c in reversed(self.checks) if c.space == fingerprint), None)
+
     def save(self, path: str | Path) -> None:
-        """Write atomically (a reader never sees half a file)."""
+        """Write atomically (a reader never sees half a file), as the current schema version."""
+        self.schema_version = SCHEMA_VERSION
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -290,6 +385,12 @@ class Profile(_Model):
                 f"measured in its alignment class: {measured}; profile the space with 'hwsearch profile'")
         raise UnpriceableError(f"no latency for layer {layer.name} ({key}) on {self.device.name!r}; "
                                "profile the space with 'hwsearch profile'")
+
+
+def adapter_key(input_shape: tuple[int, int, int], dtype: str) -> str:
+    """The key of an input adapter's entry, e.g. ``adapter|32x32x3|uint8`` (H x W x C pixels in)."""
+    c, h, w = input_shape
+    return f"adapter|{h}x{w}x{c}|{dtype}"
 
 
 def now() -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from targets.base import Layer, Target, UnpriceableError
 from targets.cost import Latency
 from targets.measure import DEFAULT_PROVIDER
-from targets.profile import BitSupport, DeviceFacts, Entry, Profile, ProfileError, block_key, now
+from targets.profile import BitSupport, DeviceFacts, Entry, Profile, ProfileError, adapter_key, block_key, now
 
 CPU_BITS = BitSupport(native=[8, 32], executed_as={
     "2": "int8 kernels, weights on a 2-bit grid held in int8",
@@ -50,6 +50,13 @@ class ProfileTarget(Target):
     def layer_latency(self, layer: Layer) -> Latency:
         return self.profile.lookup(layer)
 
+    def adapter_latency(self, input_shape: tuple[int, int, int], dtype: str) -> Latency:
+        entry = self.profile.adapters.get(adapter_key(input_shape, dtype))
+        if entry is None:
+            raise UnpriceableError(f"no input adapter for {adapter_key(input_shape, dtype)} on {self.name!r}: "
+                                   "profile it on the device with 'hwsearch profile' and a spec")
+        return entry.latency()
+
 
 def cache_dir() -> Path:
     """Where measured profiles are cached: ``$HWSEARCH_CACHE`` or ``~/.cache/hwsearch``."""
@@ -67,15 +74,18 @@ def host_name() -> str:
 
 
 def new_profile(name: str, threads: int = 1, provider: str = DEFAULT_PROVIDER, kind: str | None = None) -> Profile:
-    """An empty profile of this host, with its runtime's overhead measured."""
+    """An empty profile of this host: the reference network timed (it sets the profile's
+    scale) and the runtime's per-call overhead measured against it."""
     import onnxruntime as ort
 
-    from targets.profiler import measure_overhead
+    from targets.profiler import measure_overhead, measure_reference
 
     kind = kind or ("gpu" if provider.startswith(("CUDA", "Tensorrt", "ROCM", "Dml")) else "cpu")
     facts = DeviceFacts(name=name, kind=kind, runtime_version=ort.__version__, provider=provider, threads=threads,
                         host=host_name(), measured_at=now(), measured=True)
-    return Profile(device=facts, bits=CPU_BITS, overhead_ms=Entry.of(measure_overhead(threads, provider)))
+    ref = measure_reference(threads, provider)
+    return Profile(device=facts, bits=CPU_BITS, reference=ref,
+                   overhead_ms=Entry.of(measure_overhead(threads, provider, ref.ms)))
 
 
 class LocalCpuTarget(ProfileTarget):
@@ -103,8 +113,9 @@ class LocalCpuTarget(ProfileTarget):
                 profile = Profile.load(path)
             except ProfileError as e:
                 print(f"warning: {e}; measuring again", file=sys.stderr)
-            if profile and (profile.device.runtime_version != ort.__version__ or profile.device.host != host_name()):
-                profile = None  # measured with another runtime or on another CPU: measure again
+            if profile and (profile.device.runtime_version != ort.__version__ or profile.device.host != host_name()
+                            or profile.reference is None):
+                profile = None  # another runtime, another CPU, or measured without a reference: measure again
         super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
         self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
                             "measured on first use")
@@ -115,35 +126,74 @@ class LocalCpuTarget(ProfileTarget):
         try:
             return self.profile.lookup(layer)
         except UnpriceableError:
-            from targets.profiler import measure_layer
+            self._measure([layer])
+            return self.profile.lookup(layer)
 
-            entry = measure_layer(layer, self.overhead().mean_ms, self.threads, rng=self._rng)
-            self.profile.add(block_key(layer), entry)
+    def adapter_latency(self, input_shape: tuple[int, int, int], dtype: str) -> Latency:
+        """Looked up, else measured now (alone, less the per-call overhead) and cached."""
+        key = adapter_key(input_shape, dtype)
+        if key not in self.profile.adapters:
+            from targets.profiler import measure_adapter, profile_meter
+
+            self.profile.adapters[key] = measure_adapter(input_shape, dtype, self.overhead().mean_ms,
+                                                         profile_meter(self.profile))
             self._dirty = True
-            return entry.latency()
+            self.flush()
+        return self.profile.adapters[key].latency()
+
+    def prepare(self, plans) -> None:
+        """Measure, together, the layers of these plans that can be neither looked up nor
+        interpolated."""
+        missing = {}
+        for plan in plans:
+            for layer in plan.layers:
+                try:
+                    self.profile.lookup(layer)
+                except UnpriceableError:
+                    missing.setdefault(block_key(layer), layer)
+        if missing:
+            self._measure(list(missing.values()))
+
+    def _measure(self, layers: list) -> None:
+        from targets.profiler import BATCH, measure_layers_alone, note_noise, profile_meter
+
+        m = profile_meter(self.profile)
+        since = len(m.ref_bursts)
+        for i in range(0, len(layers), BATCH):
+            batch = layers[i:i + BATCH]
+            for layer, entry in zip(batch, measure_layers_alone(batch, self.overhead().mean_ms, m, self._rng)):
+                self.profile.add(block_key(layer), entry)
+        note_noise(self.profile, m, since, settle=False)
+        self._dirty = True
 
     def price(self, plan):
         try:
+            self.prepare([plan])  # measured together first: a measurement may rescale the profile
             return super().price(plan)
         finally:
             self.flush()
 
-    def ensure_calibrated(self, config, input_shape, num_classes, networks: int = 30, progress=None) -> bool:
-        """Calibrate on ``networks`` whole networks of this space unless done before (once per
-        space, input and host; about 10 s). Returns True when it measured."""
-        from targets.profiler import calibrate, space_fingerprint
+    def ensure_calibrated(self, config, input_shape, num_classes, networks: int | None = None, progress=None) -> bool:
+        """Calibrate on ``networks`` (default 100) whole networks of this space unless done before (once per
+        space, input and host), then check the model on 30 fresh ones and store the check in the
+        profile. Returns True when it measured."""
+        from targets.profiler import CALIBRATION_NETWORKS, calibrate, self_check, space_fingerprint
 
-        if space_fingerprint(config, input_shape, num_classes) in self.profile.calibration.spaces:
+        fingerprint = space_fingerprint(config, input_shape, num_classes)
+        if fingerprint in self.profile.calibration.spaces and self.profile.check_for(fingerprint):
             return False
         self.flush()
-        calibrate(self.profile, self.lookups, config, input_shape, num_classes, networks, self.path, self.threads,
-                  DEFAULT_PROVIDER, progress)
-        self._dirty = False
+        if fingerprint not in self.profile.calibration.spaces:
+            calibrate(self.profile, self.lookups, config, input_shape, num_classes, networks or CALIBRATION_NETWORKS,
+                      self.path,
+                      self.threads, DEFAULT_PROVIDER, progress, prepare=self.prepare)
+        self_check(self.profile, self, config, input_shape, num_classes, progress=progress)
+        self.flush(force=True)
         return True
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
         """Persist new measurements, merged with what other processes cached meanwhile."""
-        if not self._dirty:
+        if not (self._dirty or force):
             return
         if self.path.exists():
             try:
@@ -153,6 +203,10 @@ class LocalCpuTarget(ProfileTarget):
                         self.profile.add(k, v)
                 if on_disk.calibration.fitted_on > self.profile.calibration.fitted_on:
                     self.profile.calibration = on_disk.calibration
+                for k, v in on_disk.adapters.items():
+                    self.profile.adapters.setdefault(k, v)
+                mine = {c.space for c in self.profile.checks}
+                self.profile.checks = [c for c in on_disk.checks if c.space not in mine] + self.profile.checks
             except ProfileError:
                 pass  # a corrupt or outdated cache is overwritten by what we hold
         self.profile.save(self.path)

@@ -17,7 +17,7 @@ from targets.cost import precision_of
 from targets.estimate import DEVICES, estimate_profile, shipped_layers
 from targets.measure import session
 from targets.onnx_graph import layer_model, network_model, random_network_weights, random_weights
-from targets.profile import BlockKey, Calibration, Entry, Sample, block_key
+from targets.profile import FEATURES, BlockKey, Calibration, Entry, Sample, block_key
 from targets.profiled import ProfileTarget, new_profile
 from targets.profiler import MAX_GRID_RATIO, fit_calibration, profile_space, select_grid
 from tests.conftest import REPO, TINY_SPACE, hwsearch_cmd, tiny_spec
@@ -40,7 +40,7 @@ def test_profile_round_trips_with_entries_and_calibration(tmp_path):
     p = blank_profile()
     for layer in reachable_layers(TINY, SHAPE, 10)[:20]:
         p.add(block_key(layer), entry(0.01))
-    p.calibration = Calibration(fp32_scale=0.9, offset_ms=0.001, fitted_on=1, samples=[
+    p.calibration = Calibration(coef={"fp32_ms": 0.9, "ir_int8_layers": 0.001}, offset_ms=0.001, fitted_on=1, samples=[
         Sample(candidate="c8:ir_r1_k3_e1_c8_re_w8a8", input_shape=SHAPE, features={"fp32_ms": 0.1}, measured_ms=0.2)])
     p.save(tmp_path / "p.json")
     again = Profile.load(tmp_path / "p.json")
@@ -56,7 +56,7 @@ def test_a_wrong_key_or_an_old_schema_is_refused_with_file_and_field(tmp_path):
         Profile.load(bad_key)
     old = tmp_path / "old.json"
     old.write_text(json.dumps({**data, "schema_version": 1}))
-    with pytest.raises(ProfileError, match="old.json: schema_version is 1, this hwsearch reads version 2"):
+    with pytest.raises(ProfileError, match="old.json: schema_version is 1, this hwsearch reads versions 2, 3"):
         Profile.load(old)
     negative = tmp_path / "n.json"
     negative.write_text(json.dumps({**data, "overhead_ms": {"mean_ms": -1, "std_ms": 0, "count": 1}}))
@@ -118,24 +118,34 @@ def test_the_predictor_raises_on_an_unpriceable_block_and_never_returns_zero(tmp
     with pytest.raises(UnpriceableError, match=r"layer s1\.b0 \(ir\|4x4\|8-0-16.*on 'test-device'"):
         target.price(plan)
     p.add(block_key(plan.blocks[1]), entry(0.0))  # a zero entry still costs something
-    p.calibration = Calibration(int8_scale=0.5, int8_ms_per_kelem=-10.0)  # absurd: parts would go negative
+    p.calibration = Calibration(coef={"int8_ms": 0.5, "int8_kelems": -10.0})  # absurd: parts would go negative
     cost = ProfileTarget(p).price(plan)
     assert all(ms > 0 for name, ms in cost.blocks if name != "s1.b0") and cost.latency_ms > 0
     assert sum(ms for _, ms in cost.blocks) == pytest.approx(cost.latency_ms)
 
 
 def test_calibration_fit_recovers_a_known_linear_model():
+    """Per-precision and per-kind coefficients, recovered from networks whose times follow them."""
     rng = np.random.default_rng(0)
+    truth = {"fp32_ms": 0.9, "int8_ms": 1.1, "fp32_kelems": -0.001, "int8_kelems": -0.0005, "ir_fp32_ms": 0.1,
+             "ir_int8_layers": 0.002, "head_fp32_ms": -0.3, "switches": 0.003}
     samples = []
-    for i in range(30):
+    for i in range(400):
         f = {"fp32_ms": rng.uniform(0.01, 1), "int8_ms": rng.uniform(0.01, 1), "fp32_kelems": rng.uniform(1, 50),
-             "int8_kelems": rng.uniform(1, 50)}
-        y = 0.9 * f["fp32_ms"] + 1.1 * f["int8_ms"] - 0.001 * f["fp32_kelems"] - 0.0005 * f["int8_kelems"] + 0.01
+             "int8_kelems": rng.uniform(1, 50), "ir_int8_layers": float(rng.integers(0, 9)),
+             "switches": float(rng.integers(0, 3))}
+        f["ir_fp32_ms"], f["head_fp32_ms"] = f["fp32_ms"] * rng.uniform(0.5, 0.9), f["fp32_ms"] * rng.uniform(0, 0.2)
+        y = sum(truth[k] * v for k, v in f.items()) + 0.01
         samples.append(Sample(candidate=f"c{i}", input_shape=SHAPE, features=f, measured_ms=y + 0.004))
-    cal = fit_calibration(samples, overhead_ms=0.004)
-    assert (cal.fp32_scale, cal.int8_scale) == (pytest.approx(0.9), pytest.approx(1.1))
-    assert cal.fp32_ms_per_kelem == pytest.approx(-0.001) and cal.offset_ms == pytest.approx(0.01)
-    assert cal.fit_mape < 1e-9 and cal.fitted_on == 30
+    cal = fit_calibration(samples[:300], overhead_ms=0.004)
+    for k in ("fp32_ms", "int8_ms", "int8_kelems", "ir_int8_layers", "switches"):  # the ridge barely moves these
+        assert cal.coef[k] == pytest.approx(truth[k], rel=0.05), k
+    held_out = [sum(cal.coef.get(k, 0) * v for k, v in s.features.items()) + cal.offset_ms + 0.004
+                for s in samples[300:]]
+    assert np.allclose(held_out, [s.measured_ms for s in samples[300:]], rtol=0.01)
+    assert cal.fit_mape < 0.01 and cal.fitted_on == 300
+    few = fit_calibration(samples[:20], overhead_ms=0.004)  # too few for the kinds' coefficients
+    assert set(few.coef) <= {f for f in FEATURES if f.split("_")[0] in ("fp32", "int8")} | {"switches"}
 
 
 def test_int8_layers_run_as_integer_kernels_and_fp32_as_float(tmp_path):

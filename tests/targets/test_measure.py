@@ -1,0 +1,132 @@
+"""The meter (readings against a reference, spikes rejected), the profile's scale and self-check."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from spaces import Candidate, SpaceSpec, build_plan
+from targets.measure import OUTLIER, Meter, random_feed, session
+from targets.onnx_graph import identity_model, network_model, random_network_weights
+from targets.profile import Entry, Profile, SelfCheck
+from targets.profiled import LocalCpuTarget, ProfileTarget, host_name, new_profile
+from targets.profiler import describe_check, profile_space
+from tests.conftest import TINY_SPACE
+
+TINY = SpaceSpec(**TINY_SPACE)
+SHAPE = (1, 8, 8)
+
+
+def network_bytes(text: str) -> bytes:
+    plan = build_plan(Candidate.from_string(text), SHAPE, 10)
+    return network_model(plan, random_network_weights(plan, np.random.default_rng(0))).SerializeToString()
+
+
+class Spiky:
+    """A real session whose runs sleep during a chosen stretch of calls: a synthetic spike."""
+
+    def __init__(self, sess, start: int, stop: int, sleep_s: float = 0.002) -> None:
+        self.sess, self.start, self.stop, self.sleep_s, self.calls = sess, start, stop, sleep_s, 0
+
+    def get_inputs(self):
+        return self.sess.get_inputs()
+
+    def run(self, names, feed):
+        self.calls += 1
+        if self.start <= self.calls < self.stop:
+            time.sleep(self.sleep_s)
+        return self.sess.run(names, feed)
+
+
+def test_a_spiked_round_is_rejected_and_measured_again():
+    m = Meter(rounds=7, max_rounds=15, window_s=0.0005)
+    small = session(network_bytes("c8:ir_r1_k3_e1_c8_re_w32a32"))
+    plain = m.readings([small])[0]
+    spiky = Spiky(session(network_bytes("c8:ir_r1_k3_e1_c8_re_w32a32")), start=40, stop=52)
+    reading = m.readings([spiky])[0]
+    assert reading.rejected >= 1  # the sleeping burst was dropped ...
+    assert reading.rounds >= m.rounds  # ... and replaced by another round
+    assert reading.ratio < plain.ratio * 3  # a stored spike would be 2 ms / 0.05 ms: 40x
+    assert m.host()["rejected_rounds"] >= 1
+
+
+def test_readings_are_ratios_to_the_reference_and_convert_with_its_scale():
+    m = Meter(rounds=5, window_s=0.0005)
+    big, small = network_bytes("c16:ir_r2_k5_e6_c32_se_hs_w32a32"), network_bytes("c8:ir_r1_k3_e1_c8_re_w32a32")
+    r_big, r_small = m.readings([session(big), session(small)])
+    assert r_big.ratio > r_small.ratio > 0 and r_big.rel_ci >= 0
+    m.reference_ms = 2.0
+    assert m.latency(r_big).mean_ms == pytest.approx(2.0 * r_big.ratio)
+    (lat,) = m.measure([identity_model((1, 3, 32, 32))])
+    assert lat.mean_ms > 0 and lat.count >= 3
+
+
+def test_random_feed_matches_the_input_type():
+    sess = session(network_bytes("c8:ir_r1_k3_e1_c8_re_w32a32"))
+    feed = random_feed(sess)
+    assert feed["image"].shape == (1, *SHAPE) and feed["image"].dtype == np.float32
+
+
+def test_rescaling_a_profile_scales_every_price_alike():
+    p = new_profile("test-device")
+    plan = build_plan(Candidate.from_string("c8:ir_r1_k3_e3_c8_re_w8a8:ir_r1_k3_e1_c16_re_w32a32"), SHAPE, 10)
+    from targets.profile import block_key
+
+    for layer in plan.layers:
+        p.add(block_key(layer), Entry(mean_ms=0.003, std_ms=0.0001, count=10))
+    p.calibration.coef.update({"fp32_kelems": 0.0001, "int8_layers": 0.001})
+    p.calibration.offset_ms = 0.002
+    before = ProfileTarget(p).price(plan).latency_ms
+    ref = p.reference.ms
+    p.rescale(1.5)
+    assert ProfileTarget(p).price(plan).latency_ms == pytest.approx(1.5 * before)
+    assert p.reference.ms == pytest.approx(1.5 * ref)
+
+
+@pytest.mark.slow
+def test_profiling_ends_with_a_self_check_stored_in_the_profile(tmp_path):
+    """The in-network method for real: layers measured against the reference, whole networks
+    measured the same way, the per-kind calibration fitted on them and checked on fresh ones."""
+    p = new_profile("tiny")
+    path = tmp_path / "tiny.json"
+    profile_space(p, TINY, SHAPE, 10, path, networks=24, log=lambda s: None)
+    again = Profile.load(path)
+    assert again.reference and again.reference.bursts > 0 and again.reference.entry_ci is not None
+    check = again.checks[-1]
+    assert check.n == 30 and check.seed == 1 and 0 <= check.within_10pct <= 1 and -1 <= check.kendall_tau <= 1
+    assert check.passed == (check.within_10pct >= 0.9 and check.kendall_tau >= 0.9)
+    assert again.calibration.fitted_on == 24 and again.calibration.fit_mape is not None
+    assert "self-check on 30 fresh networks" in describe_check(check)
+
+
+def test_targets_shows_the_self_check(tmp_path, monkeypatch, capsys):
+    import onnxruntime as ort
+
+    from search.cli import main
+
+    monkeypatch.setenv("HWSEARCH_CACHE", str(tmp_path))
+    from targets import registry
+
+    monkeypatch.setattr(registry, "_CACHE", {})
+    p = new_profile("local-cpu")
+    assert p.device.host == host_name() and p.device.runtime_version == ort.__version__
+    p.checks.append(SelfCheck(space="abc", input_shape=SHAPE, n=30, seed=1, within_10pct=0.97, mape=0.03,
+                              kendall_tau=0.93, host_drift=1.01, passed=True, checked_at="now"))
+    p.save(tmp_path / "local-cpu-1t.json")
+    assert LocalCpuTarget().profile.checks[-1].within_10pct == 0.97
+    assert main(["targets"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("local-cpu"))
+    assert "passed 97% <=10%, tau 0.93" in line
+
+
+def test_a_version_2_profile_still_loads_with_its_coefficients(tmp_path):
+    data = json.loads(new_profile("old").model_dump_json())
+    data["schema_version"] = 2
+    data.pop("reference"), data.pop("checks")
+    data["calibration"] = {"fp32_scale": 0.9, "int8_scale": 1.1, "fp32_ms_per_kelem": -0.001,
+                           "int8_ms_per_kelem": 0.0, "offset_ms": 0.01, "fitted_on": 8, "spaces": [], "samples": []}
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    p = Profile.load(tmp_path / "old.json")
+    assert p.calibration.coef == {"fp32_ms": 0.9, "int8_ms": 1.1, "fp32_kelems": -0.001, "int8_kelems": 0.0}
+    assert p.reference is None and OUTLIER > 1
