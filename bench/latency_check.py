@@ -72,7 +72,7 @@ def run_cell(key: str, threads: int, n: int, busy: bool) -> dict:
         cmd = ["latency-check", "--target", "local-cpu", "--threads", str(threads), *space, "--n", str(n), "--json"]
         report, t_check = hwsearch(*cmd, env=env)
     report = json.loads(report)
-    report.pop("rows", None)
+    report["rows"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in report["rows"]]
     profile = json.loads((Path(cache) / f"local-cpu-{threads}t.json").read_text())
     return {"cell": f"{key}{threads}", "label": label, "threads": threads, "busy_neighbour": busy,
             "profile_command": f"hwsearch profile --target local-cpu --threads {threads} {' '.join(space)}",
@@ -106,12 +106,24 @@ def main() -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(json.dumps(results, indent=1))
     print(f"host: {results['host']}, onnxruntime {results['onnxruntime']}{', busy neighbour' if args.busy else ''}")
-    print(f"{'cell':<36} {'thr':>3} {'within 10%':>10} {'MAPE':>6} {'tau':>6} {'raw w10':>8} {'drift':>6} "
-          f"{'noise':>6} {'profile':>8}")
+    print(f"{'cell':<36} {'thr':>3} {'within 10%':>10} {'MAPE':>6} {'tau':>6} {'drift':>6} {'busy':>5} "
+          f"{'raw w10':>8} {'profile':>8}")
     for r in results["cells"].values():
         print(f"{r['label']:<36} {r['threads']:>3} {r['within_10pct']:>10.0%} {r['mape']:>6.1%} {r['kendall_tau']:>6.3f} "
-              f"{r['raw']['within_10pct']:>8.0%} {r['host_drift']:>6.2f} {r['host']['noise']:>6.2f} {r['profile_s']:>7.0f}s")
+              f"{r['host_drift']:>6.2f} {r['busy']:>5.2f} {r['raw']['within_10pct']:>8.0%} {r['profile_s']:>7.0f}s")
     print(f"wrote {dest}")
+    print("\n" + markdown(results))
+
+
+def markdown(results: dict) -> str:
+    """The results as the README's table."""
+    lines = [f"| space | threads | within ±10% | mean abs. error | Kendall's tau | worst | host busy (check) | "
+             f"within ±10% at the moment's speed | profiling time |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["cells"].values():
+        lines.append(f"| {r['label']} | {r['threads']} | **{r['within_10pct']:.0%}** | {r['mape']:.1%} | "
+                     f"**{r['kendall_tau']:.3f}** | {r['worst'][0]['error']:+.1%} | {r['busy']:.2f}x | "
+                     f"{r['raw']['within_10pct']:.0%} | {r['profile_s'] / 60:.1f} min |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

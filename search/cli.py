@@ -231,9 +231,10 @@ def cmd_latency_check(args) -> int:
     print(f"  mean abs. error:     {report['mape']:.1%}")
     print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
     raw = report["raw"]
-    print(f"  host speed:          {report['host_drift']:.2f}x the profile's time for the reference network "
-          f"(noise {report['host']['noise']:.2f}: median / fastest 5% of its bursts)")
-    print(f"  at this moment's host speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}")
+    print(f"  quiet-host speed:    {report['host_drift']:.2f}x the profile's time for the reference network")
+    print(f"  busy now:            runs take {report['busy']:.2f}x their quiet time (median / fastest 5% of the "
+          "reference's bursts)")
+    print(f"  at this moment's typical speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}")
     if abs(report["host_drift"] - 1) > DRIFT_WARN:
         print(f"warning: this host runs {report['host_drift']:.2f}x as slow as when {target.name} was profiled "
               "(a busy neighbour, or another host state): measured latencies now differ by that much", file=sys.stderr)

@@ -48,10 +48,7 @@ def measure_reference(threads: int = 1, provider: str = DEFAULT_PROVIDER, second
     from targets.measure import REFERENCE_CANDIDATE, REFERENCE_INPUT
 
     m = meter(threads, provider)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        m._burst_ref()
-        m._sleep_burst()
+    m.time_reference(seconds)
     host = m.host()
     return Reference(candidate=REFERENCE_CANDIDATE, input_shape=REFERENCE_INPUT, ms=m.reference_here_ms(),
                      noise=host["noise"])
@@ -228,9 +225,10 @@ def measure_layers(profile: Profile, layers: list, path: Path | None, threads: i
 def note_noise(profile: Profile, m, since: int = 0, settle: bool = True) -> None:
     """Record in the profile what its meter saw of the host's noise, and (``settle``) its scale.
 
-    The scale (``reference.ms``) is the reference's median over the profile's measuring runs,
-    weighted by bursts: one second at the start is not enough on a host whose speed changes from
-    second to second, so each profiling or calibrating run refines it and the profile's times
+    The scale (``reference.ms``) is the reference's quiet-host time (``Meter.reference_here_ms``)
+    over the profile's measuring runs, weighted by bursts: one second at the start is not enough
+    on a host whose speed changes from second to second, so each profiling or calibrating run
+    refines it and the profile's times
     are rescaled to match (their ratios to the reference are what was measured). Layers measured
     on first use during a search do not settle it, so prices already given do not move."""
     ref = profile.reference
@@ -238,7 +236,7 @@ def note_noise(profile: Profile, m, since: int = 0, settle: bool = True) -> None
         return
     bursts = m.ref_bursts[since:]
     if bursts and settle:
-        here, n = float(np.median(bursts)), len(bursts)
+        here, n = m.reference_here_ms(since), len(bursts)
         settled = (ref.ms * ref.bursts + here * n) / (ref.bursts + n) if ref.bursts else here
         profile.rescale(settled / ref.ms)
         ref.bursts += n
@@ -337,14 +335,16 @@ def check_latency(target, config, input_shape: tuple[int, int, int], num_classes
     the calibration was fitted on), measured here with the target's thread count and provider.
 
     Networks are measured as the profile's entries were: against the reference network, in
-    interleaved rounds (:mod:`targets.measure`). ``measured_ms`` is on the profile's scale (the
-    host as fast as when it was profiled); ``host_drift`` is how much slower the host runs the
-    reference now than then, and ``raw`` repeats the figures with the measurements at the
-    host's speed now. A drift beyond 10% means a busier (or quieter) host than the profile's:
-    the latency model can still be right, but the host's speed is not the profile's.
+    interleaved rounds (:mod:`targets.measure`), so ``measured_ms`` is a quiet host's latency on
+    the profile's scale. ``host_drift`` is the quiet host's speed now against the profile's (the
+    reference's fastest 5% of bursts): beyond 10%, the host is not the one profiled, or it was
+    busy all along. ``busy`` is the reference's median burst now against the profile's quiet
+    time (1.0: a quiet host), and ``raw`` repeats the figures with the measurements at that
+    typical speed: what timing the networks one after another would give at this moment.
 
     Returns ``n``, ``within_10pct`` (a fraction), ``mape``, ``kendall_tau``, the five ``worst``
-    cases (candidate, predicted, measured, error), ``host_drift``, ``host`` and ``raw``.
+    cases (candidate, predicted, measured, error), ``host_drift``, ``busy``, ``host``, ``raw`` and
+    every network's ``rows``.
     """
     from scipy.stats import kendalltau
 
@@ -363,8 +363,8 @@ def check_latency(target, config, input_shape: tuple[int, int, int], num_classes
     batches = [plans[i:i + BATCH] for i in range(0, len(plans), BATCH)]
     for batch in progress(batches, f"network batches of {BATCH}", len(batches)) if progress else batches:
         measured += [lat.mean_ms for lat in measure_networks(batch, m, rng)]
-    here_ms = float(np.median(m.ref_bursts[start:]))
-    drift = here_ms / m.reference_ms
+    drift = m.reference_here_ms(start) / m.reference_ms  # the quiet host's speed, now against then
+    busy = float(np.median(m.ref_bursts[start:])) / m.reference_ms  # what a run takes now, typically
     rows = [{"candidate": p.candidate.to_string(), "predicted_ms": pr, "measured_ms": me, "error": pr / me - 1}
             for p, pr, me in zip(plans, predicted, measured)]
 
@@ -377,7 +377,7 @@ def check_latency(target, config, input_shape: tuple[int, int, int], num_classes
     host = {k: v for k, v in m.host().items() if k != "bursts"}
     return {"n": n, **figures(measured), "worst": worst, "target": target.name, "input_shape": list(input_shape),
             "threads": threads, "provider": provider, "host_drift": drift, "host": host,
-            "raw": figures([x * drift for x in measured]), "rows": rows}
+            "busy": busy, "raw": figures([x * busy for x in measured]), "rows": rows}
 
 
 def self_check(profile: Profile, target, config, input_shape: tuple[int, int, int], num_classes: int,

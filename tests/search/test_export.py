@@ -50,10 +50,16 @@ def test_card_records_the_checks_and_hashes_every_model(exported):
     assert card["checks"]["int8_layout_as_priced"], card["warnings"]
     assert card["checks"]["int8_accuracy_within_1_point"] == (acc["int8_drop_points"] <= 1.0)
     assert card["latency"]["target_is_this_host"]
+    adapter = card["latency"]["input_adapter_ms"]
+    assert adapter > 0  # local-cpu priced the raw-pixel adapter (measured on first use)
     for name in (FP32_FILE, INT8_FILE):
         lat = card["latency"][name]
         assert lat["predicted_ms"] > 0 and lat["measured_ms"] > 0
         assert lat["error"] == pytest.approx(lat["measured_ms"] / lat["predicted_ms"] - 1)
+        file = lat["file"]  # the file as shipped: the network's price plus the adapter's
+        assert file["predicted_ms"] == pytest.approx(lat["predicted_ms"] + adapter)
+        assert file["error"] == pytest.approx(file["measured_ms"] / file["predicted_ms"] - 1)
+        assert isinstance(card["checks"]["file_latency_within_10_percent"][name], bool)
     assert card["bits"][0]["weight_bits"] == 4 and "4-bit grid" in card["bits"][0][INT8_FILE]
     assert card["input"]["dtype"] == "uint8" and card["input"]["pixel_max"] == 16
     assert card["runtime"]["onnxruntime"] and card["candidate"] == exported.card["candidate"]
@@ -160,3 +166,20 @@ def test_cli_exports_the_whole_front(run, tmp_path):
     bad = subprocess.run([*hwsearch_cmd(), "export", str(tmp_path / "nowhere"), "--trial", "0"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_int8_file_loads_without_warnings(exported):
+    """Every initializer of the shipped files is read by a node (onnxruntime warns 'Removing
+    initializer ... not used by any node' for each one that is not, every time a file loads), and a
+    session at onnxruntime's most verbose level reports no such removal."""
+    import subprocess
+
+    for name in (FP32_FILE, INT8_FILE):
+        model = onnx.load(exported.out_dir / name)
+        used = {i for n in model.graph.node for i in n.input}
+        assert [t.name for t in model.graph.initializer if t.name not in used] == [], name
+    script = ("import onnxruntime as ort, sys; o = ort.SessionOptions(); o.log_severity_level = 1; "
+              "ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])")
+    out = subprocess.run([sys.executable, "-c", script, str(exported.out_dir / INT8_FILE)], capture_output=True,
+                         text=True, check=True)
+    assert "Removing initializer" not in out.stderr + out.stdout

@@ -6,15 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from spaces import Candidate, SpaceSpec, build_plan
+from spaces import Candidate, build_plan
 from targets.measure import OUTLIER, Meter, random_feed, session
 from targets.onnx_graph import identity_model, network_model, random_network_weights
 from targets.profile import Entry, Profile, SelfCheck
 from targets.profiled import LocalCpuTarget, ProfileTarget, host_name, new_profile
-from targets.profiler import describe_check, profile_space
-from tests.conftest import TINY_SPACE
 
-TINY = SpaceSpec(**TINY_SPACE)
 SHAPE = (1, 8, 8)
 
 
@@ -82,22 +79,6 @@ def test_rescaling_a_profile_scales_every_price_alike():
     p.rescale(1.5)
     assert ProfileTarget(p).price(plan).latency_ms == pytest.approx(1.5 * before)
     assert p.reference.ms == pytest.approx(1.5 * ref)
-
-
-@pytest.mark.slow
-def test_profiling_ends_with_a_self_check_stored_in_the_profile(tmp_path):
-    """The in-network method for real: layers measured against the reference, whole networks
-    measured the same way, the per-kind calibration fitted on them and checked on fresh ones."""
-    p = new_profile("tiny")
-    path = tmp_path / "tiny.json"
-    profile_space(p, TINY, SHAPE, 10, path, networks=24, log=lambda s: None)
-    again = Profile.load(path)
-    assert again.reference and again.reference.bursts > 0 and again.reference.entry_ci is not None
-    check = again.checks[-1]
-    assert check.n == 30 and check.seed == 1 and 0 <= check.within_10pct <= 1 and -1 <= check.kendall_tau <= 1
-    assert check.passed == (check.within_10pct >= 0.9 and check.kendall_tau >= 0.9)
-    assert again.calibration.fitted_on == 24 and again.calibration.fit_mape is not None
-    assert "self-check on 30 fresh networks" in describe_check(check)
 
 
 def test_targets_shows_the_self_check(tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ from targets.measure import session
 from targets.onnx_graph import layer_model, network_model, random_network_weights, random_weights
 from targets.profile import FEATURES, BlockKey, Calibration, Entry, Sample, block_key
 from targets.profiled import ProfileTarget, new_profile
-from targets.profiler import MAX_GRID_RATIO, fit_calibration, profile_space, select_grid
+from targets.profiler import MAX_GRID_RATIO, describe_check, fit_calibration, profile_space, select_grid
 from tests.conftest import REPO, TINY_SPACE, hwsearch_cmd, tiny_spec
 
 TINY = SpaceSpec(**TINY_SPACE)
@@ -198,6 +198,13 @@ def test_profiler_measures_a_tiny_space_for_real_and_calibrates(tmp_path):
     for layer in reachable_layers(TINY, SHAPE, 10):
         assert target.layer_latency(layer).mean_ms > 0
     assert saved.calibration.fit_mape < 0.5
+    # measured against the reference, its scale settled over the run, its noise floor recorded
+    assert saved.reference and saved.reference.bursts > 0 and saved.reference.entry_ci is not None
+    assert set(saved.adapters) == {"adapter|8x8x1|uint8", "adapter|8x8x1|float32"}
+    check = saved.checks[-1]  # the self-check on fresh networks, stored in the profile
+    assert check.n == 30 and check.seed == 1 and 0 <= check.within_10pct <= 1 and -1 <= check.kendall_tau <= 1
+    assert check.passed == (check.within_10pct >= 0.9 and check.kendall_tau >= 0.9)
+    assert "self-check on 30 fresh networks" in describe_check(check)
 
 
 def _spec_file(tmp_path, **overrides) -> str:
@@ -244,9 +251,12 @@ def test_latency_check_reports_json_on_a_tiny_space(tmp_path):
     assert report["n"] == 8 and 0 <= report["within_10pct"] <= 1 and report["mape"] >= 0
     assert -1 <= report["kendall_tau"] <= 1 and len(report["worst"]) == 5
     assert all(w["predicted_ms"] > 0 and w["measured_ms"] > 0 for w in report["worst"])
+    assert report["host_drift"] > 0 and report["busy"] > 0 and report["host"]["noise"] >= 1
+    assert len(report["rows"]) == 8 and 0 <= report["raw"]["within_10pct"] <= 1
     text = subprocess.run(hwsearch_cmd() + ["latency-check", "--spec", spec, "--n", "4", "--no-progress"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert text.returncode == 0 and "within +-10%" in text.stdout and "Kendall's tau" in text.stdout
+    assert "quiet-host speed" in text.stdout and "busy now" in text.stdout
 
 
 def test_targets_lists_measured_and_estimated_profiles():
