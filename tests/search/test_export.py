@@ -171,15 +171,15 @@ def test_cli_exports_the_whole_front(run, tmp_path):
 def test_int8_file_loads_without_warnings(exported):
     """Every initializer of the shipped files is read by a node (onnxruntime warns 'Removing
     initializer ... not used by any node' for each one that is not, every time a file loads), and a
-    session at onnxruntime's most verbose level reports no such removal."""
+    session logging warnings prints none (its own clean-up after fusing is logged at info level)."""
     import subprocess
 
     for name in (FP32_FILE, INT8_FILE):
         model = onnx.load(exported.out_dir / name)
         used = {i for n in model.graph.node for i in n.input}
         assert [t.name for t in model.graph.initializer if t.name not in used] == [], name
-    script = ("import onnxruntime as ort, sys; o = ort.SessionOptions(); o.log_severity_level = 1; "
+    script = ("import onnxruntime as ort, sys; o = ort.SessionOptions(); o.log_severity_level = 2; "
               "ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])")
     out = subprocess.run([sys.executable, "-c", script, str(exported.out_dir / INT8_FILE)], capture_output=True,
                          text=True, check=True)
-    assert "Removing initializer" not in out.stderr + out.stdout
+    assert "not used by any node" not in out.stderr + out.stdout and "[W:" not in out.stderr
