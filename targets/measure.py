@@ -289,10 +289,3 @@ def time_session(sess, feed: dict[str, np.ndarray], warmup: int = 10, repeats: i
     ms = np.asarray(times, dtype=np.float64) / 1e6
     q1, med, q3 = np.percentile(ms, [25, 50, 75])
     return Latency(float(med), float((q3 - q1) / 1.349), len(ms))
-
-
-def time_model(model, input_shape: tuple, threads: int = 1, provider: str = DEFAULT_PROVIDER,
-               reference_ms: float | None = None) -> Latency:
-    """Time one model (``onnx.ModelProto`` or bytes) on a random input, with this process's
-    shared :func:`meter`."""
-    return meter(threads, provider, reference_ms).measure([model], [input_shape])[0]
