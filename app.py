@@ -9,7 +9,7 @@ detail (its layers, where its latency goes, its training, its export) and up to 
 side by side (**compare**). The sidebar picks the run and the device: another target re-prices
 every trained candidate without retraining, and an estimated profile is labelled as such.
 
-The app reads a run only through the read-only results API (:mod:`search.results`) and never
+The app reads a run only through the read-only results API (:mod:`hwsearch.search.outputs._results`) and never
 writes to it. What it reads is cached, keyed on the storage's modification time, and the page
 looks every few seconds whether that changed, so a running search shows its trials as they land.
 
@@ -24,17 +24,17 @@ import os
 import re
 import time
 import traceback
-from functools import lru_cache, partial
+from functools import lru_cache, partial, singledispatch
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from search.results import Repricing, RunResults, non_dominated, storage_stamp, study_names
-from search.study import CorruptJournal
-from spaces import Candidate
-from targets import get_target, target_names
+from hwsearch.search.outputs import Repricing, RunResults, non_dominated, storage_stamp, study_names
+from hwsearch.search.study import CorruptJournal
+from hwsearch.spaces import BlockPlan, Candidate, HeadPlan, Layer, NetworkPlan, StemPlan
+from hwsearch.targets import COST_METRICS, get_target, target_names
 
 RUNS_ENV = "HWSEARCH_APP_RUNS"
 PAGES = ("Overview", "Pareto explorer", "Candidate", "Compare")
@@ -141,12 +141,8 @@ def devices() -> dict[str, bool]:
 def measurable_here(device: str) -> dict | None:
     """The threads and provider to time a network with when ``device`` was measured on this very
     host (so a measurement here is comparable with its prediction), else None."""
-    from targets.profiled import host_name
-
-    profile = getattr(get_target(device), "profile", None)
-    if profile is None or not profile.device.measured or profile.device.host != host_name():
-        return None
-    return {"threads": profile.device.threads, "provider": profile.device.provider}
+    runtime = get_target(device).runtime()
+    return {"threads": runtime.threads, "provider": runtime.provider} if runtime.here else None
 
 
 def known_runs() -> list[str]:
@@ -324,27 +320,39 @@ def curve_figure(curve: tuple[dict, ...], rungs: dict[int, float]) -> go.Figure:
 
 # ---------------------------------------------------------------- candidate
 
-def architecture(plan, blocks: dict[str, float]) -> pd.DataFrame:
+@singledispatch
+def _layer_row(layer: Layer) -> dict[str, object]:
+    """The architecture table's columns that depend on a layer's kind (one rule per kind)."""
+    raise TypeError(f"the architecture table has no row for a {type(layer).__name__}: "
+                    "register one with _layer_row.register")
+
+
+@_layer_row.register
+def _stem_row(layer: StemPlan) -> dict[str, object]:
+    return {"layer": "stem (conv)", "kernel": layer.kernel, "stride": layer.stride, "activation": layer.act,
+            "out": layer.cout}
+
+
+@_layer_row.register
+def _block_row(b: BlockPlan) -> dict[str, object]:
+    return {"kernel": b.kernel, "stride": b.stride, "expand": b.cmid_dense // b.cin, "expanded": b.cmid_dense,
+            "after pruning": b.cmid, "pruned": 1 - b.cmid / b.cmid_dense,
+            "squeeze-excite": f"{b.se} ch" if b.se else "", "activation": b.act,
+            "residual": "yes" if b.residual else "", "out": b.cout}
+
+
+@_layer_row.register
+def _head_row(layer: HeadPlan) -> dict[str, object]:
+    return {"layer": "head (pool, linear)", "stride": 1, "activation": "", "out": layer.num_classes}
+
+
+def architecture(plan: NetworkPlan, blocks: dict[str, float]) -> pd.DataFrame:
     """One row per layer: what it is, its widths before and after pruning, its bits and its share
     of the latency."""
     total = sum(blocks.values()) or 1.0
-    rows = []
-    for layer in plan.layers:
-        kind = type(layer).__name__
-        row = {"layer": layer.name, "stride": getattr(layer, "stride", 1), "in": layer.cin,
-               "bits": f"w{layer.w_bits}a{layer.a_bits}", "activation": getattr(layer, "act", ""),
-               "latency (ms)": blocks.get(layer.name), "share": blocks.get(layer.name, 0) / total}
-        if kind == "BlockPlan":
-            row.update(kernel=layer.kernel, expand=layer.cmid_dense // layer.cin, expanded=layer.cmid_dense,
-                       **{"after pruning": layer.cmid, "pruned": 1 - layer.cmid / layer.cmid_dense,
-                          "squeeze-excite": f"{layer.se} ch" if layer.se else "",
-                          "residual": "yes" if layer.residual else ""},
-                       out=layer.cout)
-        elif kind == "StemPlan":
-            row.update(layer="stem (conv)", kernel=layer.kernel, out=layer.cout)
-        else:
-            row.update(layer="head (pool, linear)", out=layer.num_classes, activation="")
-        rows.append(row)
+    rows = [{"layer": layer.name, "in": layer.cin, "bits": f"w{layer.w_bits}a{layer.a_bits}",
+             "latency (ms)": blocks.get(layer.name), "share": blocks.get(layer.name, 0) / total, **_layer_row(layer)}
+            for layer in plan.layers]
     columns = ["layer", "kernel", "stride", "expand", "in", "expanded", "after pruning", "pruned", "out", "bits",
                "squeeze-excite", "activation", "residual", "latency (ms)", "share"]
     counts = ["kernel", "stride", "expand", "in", "expanded", "after pruning", "out"]
@@ -381,7 +389,7 @@ def candidate_detail(res: RunResults, source: str, stamp, number: int, device: s
         for col, m in zip(st.columns(4), METRICS):
             col.metric(SHORT[m] + (" (estimate)" if estimate and m == "latency_ms" else ""), fmt(m, metrics[m]))
         budget = res.budget
-        for m in ("latency_ms", "size_kb", "peak_memory_kb"):
+        for m in COST_METRICS:
             if m in budget and metrics[m] is not None and not pd.isna(metrics[m]):
                 share = metrics[m] / budget[m]
                 st.progress(min(share, 1.0), text=f"{SHORT[m]}: {fmt(m, metrics[m])} of the {fmt(m, budget[m])} "
@@ -428,7 +436,7 @@ def latency_check(res: RunResults, number: int, plan, predicted: float | None, d
     measured = st.session_state.setdefault("measured", {})
     key = (name, plan.candidate.to_string())
     if st.button(f"Measure it on this host ({name})", key=f"measure-{number}"):
-        from targets.profiler import measure_network
+        from hwsearch.targets import measure_network
 
         with st.spinner("Timing the network with onnxruntime…"):
             measured[key] = measure_network(plan, how["threads"], how["provider"])
@@ -448,7 +456,7 @@ def read_card(path: Path) -> dict | None:
 def export_panel(res: RunResults, source: str, number: int, state: str) -> None:
     """Export the trained candidate as ONNX (float and int8) with its card, and offer the files;
     the card's measured latencies are shown against the predictions."""
-    from search.export import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, export_trial
+    from hwsearch.search.outputs import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, export_trial
 
     st.markdown("**Export**")
     if state != "complete":
@@ -552,8 +560,8 @@ def explorer(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     st.header("Pareto explorer")
     st.caption(f"On {device_words(device, res)}. Click a point, or a row of the table, to see the candidate.")
     c1, c2, c3, c4 = st.columns(4)
-    x = c1.selectbox("x axis", list(METRICS), format_func=METRICS.get, key="x_axis")
-    y = c2.selectbox("y axis", list(METRICS), format_func=METRICS.get, key="y_axis")
+    x = c1.selectbox("x axis", list(METRICS), format_func=METRICS.__getitem__, key="x_axis") or "latency_ms"
+    y = c2.selectbox("y axis", list(METRICS), format_func=METRICS.__getitem__, key="y_axis") or "accuracy"
     colour = GROUPINGS[c3.selectbox("colour by", list(GROUPINGS), key="colour_by")]
     marker = GROUPINGS[c4.selectbox("marker by", list(GROUPINGS), key="marker_by")]
     front = df[df.front].sort_values(["accuracy", "latency_ms"], ascending=[False, True])
@@ -627,7 +635,9 @@ def compare(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str |
         st.info("Pick two or three candidates.")
         return
     st.caption(f"On {device_words(device, res)}.")
-    table, stages, blocks = {}, {}, {}
+    table: dict = {}
+    stages: dict = {}
+    blocks: dict = {}
     for n in picked:
         r, d = by_number.loc[n], res.detail(n)
         cand = Candidate.from_string(r.candidate)

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 from common import ROOT, TARGET, quickstart_spec, write_results
@@ -52,9 +53,9 @@ def synthetic_run(run_dir: Path, trials: int, seed: int = 0) -> dict[str, int]:
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from search.study import storage_for
-    from spaces import build_plan, space
-    from targets import get_target
+    from hwsearch.search.study import Status, TrialRecord, storage_for
+    from hwsearch.spaces import build_plan, space
+    from hwsearch.targets import get_target
 
     spec = quickstart_spec("synthetic")
     rng = np.random.default_rng(seed)
@@ -66,8 +67,8 @@ def synthetic_run(run_dir: Path, trials: int, seed: int = 0) -> dict[str, int]:
         cand = space(proposer.ask(), spec.space)
         plan = build_plan(cand, (1, 8, 8), 10)
         cost = target.price(plan)
-        attrs = {"candidate": cand.to_string(), "cost": cost.to_dict(), "params_count": plan.params,
-                 **{m: cost.metric(m) for m in ("latency_ms", "size_kb", "peak_memory_kb")}}
+        priced = TrialRecord(candidate=cand.to_string(), cost=cost.to_dict(), params_count=plan.params,
+                             latency_ms=cost.latency_ms, size_kb=cost.size_kb, peak_memory_kb=cost.peak_memory_kb)
         constraints = {m: cost.metric(m) - limit for m, limit in limits.items()}
         acc = float(np.clip(0.99 - 0.25 * math.exp(-cost.size_kb / 4) - rng.gamma(1.5, 0.01), 0.1, 0.995))
         curve = ([{"phase": "dense", "epoch": e, "loss": 2.3 * 0.6**e, "val_accuracy": acc * (1 - 0.5**e)}
@@ -76,23 +77,24 @@ def synthetic_run(run_dir: Path, trials: int, seed: int = 0) -> dict[str, int]:
         u = rng.random()
         if any(v > 0 for v in constraints.values()):
             over = ", ".join(m for m, v in constraints.items() if v > 0)
-            attrs.update(status="infeasible", infeasible_reason=f"over budget: {over}", timings={"price_s": 0.003})
-            trial = create_trial(values=[0.0, cost.latency_ms, cost.size_kb], user_attrs=attrs,
+            record = replace(priced, status=Status.INFEASIBLE, infeasible_reason=f"over budget: {over}",
+                             timings={"price_s": 0.003})
+            trial = create_trial(values=[0.0, cost.latency_ms, cost.size_kb], user_attrs=record.attrs(),
                                  constraints=constraints)
         elif u < 0.03:
-            attrs.update(status="failed", failure_reason="TrialFailed: the loss became nan at epoch 3")
-            trial = create_trial(state=TrialState.FAIL, user_attrs=attrs, constraints=constraints)
+            record = replace(priced, status=Status.FAILED, failure_reason="TrialFailed: the loss became nan at epoch 3")
+            trial = create_trial(state=TrialState.FAIL, user_attrs=record.attrs(), constraints=constraints)
         elif u < 0.10:
-            attrs.update(status="pruned", accuracy=acc * 0.8, rungs={"2": acc * 0.8},
-                         pruned_reason="stopped after 2 dense epochs: other candidates at that epoch were more "
-                                       "accurate and at least as cheap")
-            trial = create_trial(state=TrialState.PRUNED, user_attrs=attrs, constraints=constraints)
+            record = replace(priced, status=Status.PRUNED, accuracy=acc * 0.8, rungs={"2": acc * 0.8},
+                             pruned_reason="stopped after 2 dense epochs: other candidates at that epoch were more "
+                                           "accurate and at least as cheap")
+            trial = create_trial(state=TrialState.PRUNED, user_attrs=record.attrs(), constraints=constraints)
         else:
-            attrs.update(status="feasible", accuracy=acc, curve=curve,
-                         timings={"price_s": 0.003, "train_s": 2.5, "prune_s": 0.01, "finetune_s": 0.6})
-            trial = create_trial(values=[acc, cost.latency_ms, cost.size_kb], user_attrs=attrs,
+            record = replace(priced, status=Status.FEASIBLE, accuracy=acc, curve=curve,
+                             timings={"price_s": 0.003, "train_s": 2.5, "prune_s": 0.01, "finetune_s": 0.6})
+            trial = create_trial(values=[acc, cost.latency_ms, cost.size_kb], user_attrs=record.attrs(),
                                  constraints=constraints)
-        counts[attrs["status"]] = counts.get(attrs["status"], 0) + 1
+        counts[str(record.status)] = counts.get(str(record.status), 0) + 1
         made.append(trial)
     study = optuna.create_study(storage=storage_for(run_dir, writer=True), study_name="synthetic",
                                 directions=spec.directions)
@@ -108,7 +110,7 @@ def script_times(run_dir: Path, repeats: int) -> dict:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from search.results import RunResults
+    from hwsearch.search.outputs import RunResults
 
     os.environ["HWSEARCH_APP_RUNS"] = json.dumps([str(run_dir)])
     res = RunResults(run_dir)
@@ -172,7 +174,7 @@ def browser_times(run_dir: Path, points: int) -> dict:
     out = {}
     with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
         browser = p.chromium.launch(executable_path=str(CHROMIUM))
-        url, server = serve([sys.executable, "-m", "search.cli", "app", str(run_dir), "--port"])
+        url, server = serve([sys.executable, "-m", "hwsearch.search.cli", "app", str(run_dir), "--port"])
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one HTTP cache
             for visit in ("first", "again"):
@@ -227,7 +229,7 @@ def main() -> None:
         t0 = time.perf_counter()
         counts = synthetic_run(run_dir, args.trials)
         print(f"synthetic run of {args.trials} trials {counts} written in {time.perf_counter() - t0:.1f} s")
-        from search.results import RunResults
+        from hwsearch.search.outputs import RunResults
 
         res = RunResults(run_dir)
         points = sum(r.latency_ms is not None and r.accuracy is not None for r in res.rows())
@@ -243,7 +245,7 @@ def main() -> None:
                       f"(a bare Streamlit page: {browser[f'bare_streamlit_page_{visit}_load_s']:.2f} s), "
                       f"click to the explorer's {points} points drawn {t['click_to_explorer_s']:.2f} s, "
                       f"back to the overview {t['click_to_overview_s']:.2f} s")
-    from targets.profiled import host_name
+    from hwsearch.targets import host_name
 
     dest = write_results("app_render", {
         "host": host_name(), "cpus": os.cpu_count(), "command": "python bench/app_render.py",

@@ -25,8 +25,19 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from cifar10 import (BUDGET, DEFAULT_DATA, DEFAULT_WORK, TRAINING, WIDTHS, _plan, check_data,
-                     load_task_data, mobilenet_v2, prepare_profile, use_cache)
+from cifar10 import (
+    BUDGET,
+    DEFAULT_DATA,
+    DEFAULT_WORK,
+    TRAINING,
+    WIDTHS,
+    _plan,
+    check_data,
+    load_task_data,
+    mobilenet_v2,
+    prepare_profile,
+    use_cache,
+)
 from common import write_results
 
 PRUNE = 0.5
@@ -38,7 +49,7 @@ def _train(width: float, data: str, device: str, threads: int, work: str) -> dic
     use_cache(Path(work))
     import torch
 
-    from search.evaluate import TrainSettings, evaluate, resolve_device
+    from hwsearch.search.training import TrainSettings, evaluate, resolve_device
 
     torch.set_num_threads(threads)
     task = load_task_data(Path(data))

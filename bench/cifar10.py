@@ -61,7 +61,7 @@ def use_cache(work: Path) -> Path:
 def task_spec(name: str, data: Path, *, sampler: str = "tpe", seed: int = 0, trials: int = 40,
               device: str = "auto", threads: int = 1):
     """The search spec of the task (one run: one sampler, one seed)."""
-    from search.spec import parse_spec
+    from hwsearch.search.spec import parse_spec
 
     spec = {
         "name": name,
@@ -79,7 +79,7 @@ def task_spec(name: str, data: Path, *, sampler: str = "tpe", seed: int = 0, tri
 
 def load_task_data(data: Path):
     """The task's train/validation split (the same for every seed and method)."""
-    from search.datasets import load_dataset
+    from hwsearch.search.training import load_dataset
 
     spec = task_spec("data", data)
     return load_dataset(spec.dataset, spec.data_seed)
@@ -109,7 +109,7 @@ WIDTHS = (0.35, 0.5, 0.75, 1.0)
 def mobilenet_v2(width: float, prune: float = 0.0, bits: int = 32):
     """A MobileNetV2 at ``width`` as a candidate: ``prune`` of every expanded layer's channels
     removed, weights and activations at ``bits``."""
-    from spaces.candidate import Candidate, Stage
+    from hwsearch.spaces import Candidate, Stage
 
     return Candidate(stem=make_divisible(32 * width), stages=tuple(
         Stage(depth=n, kernel=3, expand=t, width=make_divisible(c * width), act="relu",
@@ -120,7 +120,7 @@ def mobilenet_v2(width: float, prune: float = 0.0, bits: int = 32):
 def baseline_space():
     """A space holding the baselines (every width, dense or pruned, fp32 or int8): the profile is
     calibrated on whole networks of it as well as of the search space."""
-    from spaces.config import SpaceSpec, StageSpace
+    from hwsearch.spaces import SpaceSpec, StageSpace
 
     return SpaceSpec(
         stem_widths=sorted({make_divisible(32 * w) for w in WIDTHS}),
@@ -138,8 +138,7 @@ def prepare_profile(log=print):
     layer of the search space and the baselines, then the calibration on whole networks of both."""
     from tqdm import tqdm
 
-    from targets import get_target
-    from targets.profiler import profile_space, space_fingerprint
+    from hwsearch.targets import get_target, profile_space, space_fingerprint
 
     target = get_target("local-cpu")
     space = task_spec("profile", DEFAULT_DATA).space
@@ -160,6 +159,6 @@ def prepare_profile(log=print):
 
 
 def _plan(candidate):
-    from spaces.plan import build_plan
+    from hwsearch.spaces import build_plan
 
     return build_plan(candidate, INPUT, CLASSES)

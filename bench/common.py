@@ -19,7 +19,7 @@ def quickstart_spec(name: str, budget: dict | None = None, space: dict | None = 
     """examples/quickstart.yaml, renamed, priced on :data:`TARGET`, with overrides."""
     import yaml
 
-    from search.spec import parse_spec
+    from hwsearch.search.spec import parse_spec
 
     data = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     data.update(name=name, target=TARGET)

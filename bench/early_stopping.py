@@ -28,9 +28,9 @@ from common import TARGET, quickstart_spec, write_results
 
 
 def search(trials: int, sampler: str, early: bool) -> dict:
-    from search.results import RunResults, hypervolume
-    from search.runner import run_search
-    from search.study import is_feasible
+    from hwsearch.search.engine import run_search
+    from hwsearch.search.outputs import RunResults, normalized_hypervolume
+    from hwsearch.search.study import is_feasible
 
     spec = quickstart_spec(f"es-{sampler}-{'on' if early else 'off'}", sampler=sampler, trials=trials,
                            early_stopping={"enabled": early})
@@ -46,7 +46,7 @@ def search(trials: int, sampler: str, early: bool) -> dict:
             if is_feasible(t):
                 done.append(res.row(t))
             curve.append(((t.datetime_complete - start).total_seconds(),
-                          hypervolume(done, res.objectives, res.budget)))
+                          normalized_hypervolume(done, res.objectives, res.budget)))
         counts = res.counts()
         front = res.pareto()
     return {"sampler": sampler, "early_stopping": early, "trials": len(trials_), "counts": counts,
@@ -60,20 +60,26 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--samplers", nargs="+", default=["random", "tpe"])
     args = ap.parse_args()
-    from targets.profiled import host_name
+    from hwsearch.targets import host_name
 
     comparisons = []
     for sampler in args.samplers:
         full, early = search(args.trials, sampler, False), search(args.trials, sampler, True)
         reach = next((s for s, hv in early["curve"] if hv >= full["hypervolume"] - 1e-12), None)
-        comparisons.append({
-            "sampler": sampler, "full": full, "early": early,
-            "hypervolume_ratio": round(early["hypervolume"] / full["hypervolume"], 4),
-            "wall_ratio": round(early["search_s"] / full["search_s"], 3),
-            "wall_ratio_with_setup": round((early["search_s"] + early["setup_s"]) / (full["search_s"] + full["setup_s"]), 3),
-            "lost_front_members": sorted(set(full["front"]) - set(early["front"])) if sampler == "random" else None,
-            "time_to_reach_full_hypervolume_s": reach,
-        })
+        comparisons.append(
+            {
+                "sampler": sampler,
+                "full": full,
+                "early": early,
+                "hypervolume_ratio": round(early["hypervolume"] / full["hypervolume"], 4),
+                "wall_ratio": round(early["search_s"] / full["search_s"], 3),
+                "wall_ratio_with_setup": round(
+                    (early["search_s"] + early["setup_s"]) / (full["search_s"] + full["setup_s"]), 3
+                ),
+                "lost_front_members": sorted(set(full["front"]) - set(early["front"])) if sampler == "random" else None,
+                "time_to_reach_full_hypervolume_s": reach,
+            }
+        )
         c = comparisons[-1]
         print(f"{sampler:>6}: full HV {full['hypervolume']:.4f} in {full['search_s']:.0f}s; early stopping HV "
               f"{early['hypervolume']:.4f} in {early['search_s']:.0f}s ({early['counts'].get('pruned', 0)} stopped): "

@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     env = {**os.environ, **({"HWSEARCH_CACHE": args.cache} if args.cache else {})}
     run = ROOT / args.run
-    cli = [sys.executable, "-m", "search.cli"]
+    cli = [sys.executable, "-m", "hwsearch.search.cli"]
     search_s = None
     if not (run / "study.journal").exists():
         t0 = time.perf_counter()
@@ -47,15 +47,23 @@ def main() -> None:
     rows = []
     for c in cards:
         acc, lat, size = c["accuracy"], c["latency"], c["size"]
-        rows.append({
-            "trial": c["trial"], "candidate": c["candidate"],
-            "accuracy_torch": acc["torch"], "fp32_minus_torch_points": (acc["model.onnx"] - acc["torch_float_activations"]) * 100,
-            "int8_drop_points": acc["int8_drop_points"],
-            **{f"{k}_{n.split('.')[1]}": lat[n][k] for n in ("model.onnx", "model.int8.onnx")
-               for k in ("predicted_ms", "measured_ms", "error", "with_input_adapter_ms")},
-            "fp32_on_disk_kb": size["model.onnx"]["on_disk_kb"], "int8_on_disk_kb": size["model.int8.onnx"]["on_disk_kb"],
-            "warnings": c["warnings"],
-        })
+        rows.append(
+            {
+                "trial": c["trial"],
+                "candidate": c["candidate"],
+                "accuracy_torch": acc["torch"],
+                "fp32_minus_torch_points": (acc["model.onnx"] - acc["torch_float_activations"]) * 100,
+                "int8_drop_points": acc["int8_drop_points"],
+                **{
+                    f"{k}_{n.split('.')[1]}": lat[n][k]
+                    for n in ("model.onnx", "model.int8.onnx")
+                    for k in ("predicted_ms", "measured_ms", "error", "with_input_adapter_ms")
+                },
+                "fp32_on_disk_kb": size["model.onnx"]["on_disk_kb"],
+                "int8_on_disk_kb": size["model.int8.onnx"]["on_disk_kb"],
+                "warnings": c["warnings"],
+            }
+        )
     worst_fp32 = max(abs(r["fp32_minus_torch_points"]) for r in rows)
     worst_int8 = max(r["int8_drop_points"] for r in rows)
     worst_latency = max(max(abs(r["error_onnx"]), abs(r["error_int8"])) for r in rows)
@@ -67,10 +75,13 @@ def main() -> None:
     print(f"{'trial':>5} {'torch':>7} {'fp32-torch':>10} {'int8 drop':>9}  {'fp32 pred/meas us':>18} "
           f"{'int8 pred/meas us':>18}  {'KB fp32/int8':>12}")
     for r in rows:
-        print(f"{r['trial']:>5} {r['accuracy_torch']:>7.2%} {r['fp32_minus_torch_points']:>+10.2f} "
-              f"{r['int8_drop_points']:>+9.2f}  {r['predicted_ms_onnx'] * 1e3:>7.1f} /{r['measured_ms_onnx'] * 1e3:>6.1f} "
-              f"({r['error_onnx']:+.0%})  {r['predicted_ms_int8'] * 1e3:>5.1f} /{r['measured_ms_int8'] * 1e3:>6.1f} "
-              f"({r['error_int8']:+.0%})  {r['fp32_on_disk_kb']:>5.1f}/{r['int8_on_disk_kb']:.1f}")
+        print(
+            f"{r['trial']:>5} {r['accuracy_torch']:>7.2%} {r['fp32_minus_torch_points']:>+10.2f} "
+            f"{r['int8_drop_points']:>+9.2f}  "
+            f"{r['predicted_ms_onnx'] * 1e3:>7.1f} /{r['measured_ms_onnx'] * 1e3:>6.1f} "
+            f"({r['error_onnx']:+.0%})  {r['predicted_ms_int8'] * 1e3:>5.1f} /{r['measured_ms_int8'] * 1e3:>6.1f} "
+            f"({r['error_int8']:+.0%})  {r['fp32_on_disk_kb']:>5.1f}/{r['int8_on_disk_kb']:.1f}"
+        )
     print(f"{len(rows)} models exported in {export_s:.1f}s; worst fp32-vs-torch {worst_fp32:.2f} points, "
           f"worst int8 drop {worst_int8:.2f} points, worst latency error {worst_latency:.1%}; written to {dest}")
 

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from cifar10 import BUDGET, INPUT, CLASSES, DEFAULT_WORK, use_cache
+from cifar10 import BUDGET, CLASSES, DEFAULT_WORK, INPUT, use_cache
 from common import ROOT, write_results
 
 RESULTS = ROOT / "bench" / "results"
@@ -52,9 +52,8 @@ def most_accurate(points: list[dict], base: dict) -> dict | None:
 
 def _measure(candidates: dict[str, str]) -> dict[str, float]:
     """End-to-end onnxruntime latency (ms, 1 thread, batch 1) of each candidate string."""
-    from spaces.candidate import Candidate
-    from spaces.plan import build_plan
-    from targets.profiler import measure_network
+    from hwsearch.spaces import Candidate, build_plan
+    from hwsearch.targets import measure_network
 
     plans = {c: build_plan(Candidate.from_string(c), INPUT, CLASSES) for c in candidates.values()}
     # A first measurement in a fresh process can run slow (a cold CPU and runtime: 0.67 ms against
@@ -161,9 +160,11 @@ def main() -> None:
             dom_text = (f"trial {dom['number']}: {dom['accuracy']:.3f} at {ms(dom['candidate'], dom['latency_ms'])} ms"
                         if dom else "NOT DOMINATED")
             top = d["most_accurate_at_latency"]
-            print(f"  seed {seed}, MobileNetV2 {row['width']}: {row['accuracy']:.3f} at "
-                  f"{ms(row['candidate'], row['latency_ms'])} ms  <-  {dom_text}; most accurate at that latency "
-                  f"or less: trial {top['number']}, {top['accuracy']:.3f} at {ms(top['candidate'], top['latency_ms'])} ms")
+            print(
+                f"  seed {seed}, MobileNetV2 {row['width']}: {row['accuracy']:.3f} at "
+                f"{ms(row['candidate'], row['latency_ms'])} ms  <-  {dom_text}; most accurate at that latency "
+                f"or less: trial {top['number']}, {top['accuracy']:.3f} at {ms(top['candidate'], top['latency_ms'])} ms"
+            )
     for s, v in out["by_sampler"].items():
         print(f"{s}: dominates every baseline on every seed: {v['dominates_every_baseline']}")
     print(f"plot: {RESULTS / 'front.png'}")

@@ -41,7 +41,7 @@ CELLS = {
 
 def hwsearch(*args: str, env: dict) -> tuple[str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "hwsearch.search.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True)
     if proc.returncode:
         raise SystemExit(f"hwsearch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -72,7 +72,9 @@ def run_cell(key: str, threads: int, n: int, busy: bool) -> dict:
         cmd = ["latency-check", "--target", "local-cpu", "--threads", str(threads), *space, "--n", str(n), "--json"]
         report, t_check = hwsearch(*cmd, env=env)
     report = json.loads(report)
-    report["rows"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in report["rows"]]
+    report["rows"] = [
+        {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in report["rows"]
+    ]
     profile = json.loads((Path(cache) / f"local-cpu-{threads}t.json").read_text())
     return {"cell": f"{key}{threads}", "label": label, "threads": threads, "busy_neighbour": busy,
             "profile_command": f"hwsearch profile --target local-cpu --threads {threads} {' '.join(space)}",
@@ -92,11 +94,15 @@ def main() -> None:
     import onnxruntime
 
     sys.path.insert(0, str(ROOT))
-    from targets.profiled import host_name
+    from hwsearch.targets import host_name
 
     dest = ROOT / "bench" / "results" / ("latency_check_busy.json" if args.busy else "latency_check.json")
     results = json.loads(dest.read_text()) if dest.exists() else {}
-    if results.get("host") != host_name() or results.get("onnxruntime") != onnxruntime.__version__ or "cells" not in results:
+    if (
+        results.get("host") != host_name()
+        or results.get("onnxruntime") != onnxruntime.__version__
+        or "cells" not in results
+    ):
         results = {"host": host_name(), "onnxruntime": onnxruntime.__version__, "cores": os.cpu_count(), "cells": {}}
     for cell in args.cells.split(","):
         if cell in results["cells"] and not args.again:
@@ -109,16 +115,18 @@ def main() -> None:
     print(f"{'cell':<36} {'thr':>3} {'within 10%':>10} {'MAPE':>6} {'tau':>6} {'drift':>6} {'busy':>5} "
           f"{'raw w10':>8} {'profile':>8}")
     for r in results["cells"].values():
-        print(f"{r['label']:<36} {r['threads']:>3} {r['within_10pct']:>10.0%} {r['mape']:>6.1%} {r['kendall_tau']:>6.3f} "
-              f"{r['host_drift']:>6.2f} {r['busy']:>5.2f} {r['raw']['within_10pct']:>8.0%} {r['profile_s']:>7.0f}s")
+        print(
+            f"{r['label']:<36} {r['threads']:>3} {r['within_10pct']:>10.0%} {r['mape']:>6.1%} {r['kendall_tau']:>6.3f} "
+            f"{r['host_drift']:>6.2f} {r['busy']:>5.2f} {r['raw']['within_10pct']:>8.0%} {r['profile_s']:>7.0f}s"
+        )
     print(f"wrote {dest}")
     print("\n" + markdown(results))
 
 
 def markdown(results: dict) -> str:
     """The results as the README's table."""
-    lines = [f"| space | threads | within ±10% | mean abs. error | Kendall's tau | worst | host busy (check) | "
-             f"within ±10% at the moment's speed | profiling time |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| space | threads | within ±10% | mean abs. error | Kendall's tau | worst | host busy (check) | "
+             "within ±10% at the moment's speed | profiling time |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["cells"].values():
         lines.append(f"| {r['label']} | {r['threads']} | **{r['within_10pct']:.0%}** | {r['mape']:.1%} | "
                      f"**{r['kendall_tau']:.3f}** | {r['worst'][0]['error']:+.1%} | {r['busy']:.2f}x | "

@@ -4,7 +4,7 @@
 
 Three measurements, on this host, in fresh processes:
 
-1. **The host's noise.** The reference network (``targets.measure``) timed in 10 ms windows for
+1. **The host's noise.** The reference network (``hwsearch.targets._meter``) timed in 10 ms windows for
    ``--seconds``: the median window against the fastest 5%, and the share of windows within 5%
    of those.
 2. **One network, three processes, the old way and the new.** The same networks timed alone
@@ -38,14 +38,14 @@ SCALES = {"1x8x8": ("quickstart", (1, 8, 8), 10), "3x32x32": ("default", (3, 32,
 
 
 def space_of(name: str):
-    from search.spec import load_spec
-    from spaces import SpaceSpec
+    from hwsearch.search.spec import load_spec
+    from hwsearch.spaces import SpaceSpec
 
     return load_spec(ROOT / "examples" / "quickstart.yaml").space if name == "quickstart" else SpaceSpec()
 
 
 def plans(scale: str, n: int, seed: int = 5):
-    from targets.profiler import sample_plans
+    from hwsearch.targets import sample_plans
 
     space, shape, classes = SCALES[scale]
     return sample_plans(space_of(space), shape, classes, n, seed, spread=True)
@@ -53,8 +53,7 @@ def plans(scale: str, n: int, seed: int = 5):
 
 def child_times(way: str, scale: str, n: int) -> list[float]:
     """In this (child) process: the networks' times, alone (``old``) or by the meter (``meter``)."""
-    from targets.measure import Meter, random_feed, session, time_session
-    from targets.onnx_graph import network_model, random_network_weights
+    from hwsearch.targets import Meter, network_model, random_feed, random_network_weights, session, time_session
 
     rng = np.random.default_rng(0)
     models = [network_model(p, random_network_weights(p, rng)).SerializeToString() for p in plans(scale, n)]
@@ -69,7 +68,7 @@ def child_times(way: str, scale: str, n: int) -> list[float]:
 
 
 def noise(seconds: float) -> dict:
-    from targets.measure import random_feed, reference_model, session
+    from hwsearch.targets import random_feed, reference_model, session
 
     s = session(reference_model().SerializeToString())
     f = random_feed(s)
@@ -91,9 +90,16 @@ def noise(seconds: float) -> dict:
 
 
 def isolated_vs_network(scale: str, n: int) -> dict:
-    from targets.measure import Meter, session
-    from targets.onnx_graph import (identity_model, layer_model, layer_shapes, network_model, random_network_weights,
-                                    random_weights)
+    from hwsearch.targets import (
+        Meter,
+        identity_model,
+        layer_model,
+        layer_shapes,
+        network_model,
+        random_network_weights,
+        random_weights,
+        session,
+    )
 
     m, rng, rows = Meter(), np.random.default_rng(0), []
     (overhead,) = m.readings([session(identity_model((1, 3, 32, 32)).SerializeToString())])
@@ -101,7 +107,7 @@ def isolated_vs_network(scale: str, n: int) -> dict:
         graphs = [network_model(p, random_network_weights(p, rng))]
         graphs += [layer_model(layer, random_weights(layer, rng)) for layer in p.layers]
         sessions = [session(g.SerializeToString()) for g in graphs]
-        from targets.measure import random_feed
+        from hwsearch.targets import random_feed
 
         feeds = [random_feed(sessions[0])] + [random_feed(s, layer_shapes(layer)[0])
                                               for s, layer in zip(sessions[1:], p.layers)]
@@ -127,7 +133,7 @@ def main() -> None:
         return
     import onnxruntime
 
-    from targets.profiled import host_name
+    from hwsearch.targets import host_name
 
     out: dict = {"host": host_name(), "onnxruntime": onnxruntime.__version__, "noise": noise(args.seconds)}
     repeat = {}
@@ -146,8 +152,11 @@ def main() -> None:
     print(f"host: {out['host']}; reference in 10 ms windows: median {nz['median_over_p5']:.2f}x the fastest 5%, "
           f"{nz['share_within_5pct_of_p5']:.0%} of windows within 5% of them")
     for way, r in repeat.items():
-        print(f"same 10 networks in 3 processes, {way:>5}: slowest / fastest process, median {r['max_over_min_median']:+.1%}, "
-              f"worst {r['max_over_min_worst']:+.1%}")
+        print(
+            f"same 10 networks in 3 processes, {way:>5}: slowest / fastest process, "
+            f"median {r['max_over_min_median']:+.1%}, "
+            f"worst {r['max_over_min_worst']:+.1%}"
+        )
     for scale, r in out["isolated_vs_network"].items():
         print(f"{scale:>8}: sum of isolated layers (less overhead {r['overhead_us']:.1f} us) / network: median "
               f"{r['ratio_median']:.2f}, range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}, "

@@ -29,13 +29,14 @@ from pathlib import Path
 
 from common import TARGET, quickstart_spec, write_results
 
-from search.evaluate import Evaluation
+from hwsearch.search.study import Status, TrialRecord
+from hwsearch.search.training import Evaluation
 
 
 def noop_trial(candidate, data, teacher, settings, seed, keep_weights):
     """A trial that does nothing: what is left of its wall time is the framework's."""
     return Evaluation(accuracy=0.5)
-    yield  # noqa: unreachable; makes this a generator function, as evaluators are
+    yield  # unreachable: makes this a generator function, as evaluators are
 
 
 def _spec(name: str, trials: int, **search):
@@ -44,7 +45,7 @@ def _spec(name: str, trials: int, **search):
 
 
 def noop_overhead(trials: int, backend: str, workers: int) -> dict:
-    from search.runner import run_search
+    from hwsearch.search.engine import run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def noop_overhead(trials: int, backend: str, workers: int) -> dict:
                            Path(tmp), progress=False, log=lambda m: None, evaluator=noop_trial)
         wall = time.perf_counter() - t0
         timing = study.user_attrs["timing"]
-        done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == "feasible"]
+        done = [t for t in study.get_trials(deepcopy=False) if TrialRecord.of(t).status == Status.FEASIBLE]
         assert len(done) == trials, f"{len(done)} of {trials} no-op trials completed"
     return {"backend": backend, "workers": workers, "trials": trials,
             "per_trial_s": round(timing["search_s"] / trials, 4),
@@ -62,9 +63,9 @@ def noop_overhead(trials: int, backend: str, workers: int) -> dict:
 def infeasible_cost(trials: int, sampler: str = "tpe") -> dict:
     import optuna
 
-    from search.runner import run_search
-    from spaces import build_plan, space
-    from targets import get_target
+    from hwsearch.search.engine import run_search
+    from hwsearch.spaces import build_plan, space
+    from hwsearch.targets import get_target
 
     spec = _spec(f"infeasible-{sampler}", trials, sampler=sampler)
     target = get_target(TARGET)
@@ -81,8 +82,8 @@ def infeasible_cost(trials: int, sampler: str = "tpe") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         study = run_search(spec, Path(tmp), progress=False, log=lambda m: None, evaluator=counting)
         trials_ = study.get_trials(deepcopy=False)
-    infeasible = [t for t in trials_ if t.user_attrs.get("status") == "infeasible"]
-    feasible = [t for t in trials_ if t.user_attrs.get("status") == "feasible"]
+    infeasible = [t for t in trials_ if TrialRecord.of(t).status == Status.INFEASIBLE]
+    feasible = [t for t in trials_ if TrialRecord.of(t).status == Status.FEASIBLE]
     ms = sorted((t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in infeasible)
     # the sampler's cost grows with the study (TPE reads every earlier trial): by half of the run
     halves = {}
@@ -90,14 +91,23 @@ def infeasible_cost(trials: int, sampler: str = "tpe") -> dict:
         part = [(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in infeasible
                 if lo <= t.number < hi]
         halves[label] = round(statistics.median(part), 2) if part else None
-    price = sorted(t.user_attrs["timings"]["price_s"] * 1000 for t in infeasible)
-    return {"sampler": sampler, "trials": trials, "latency_budget_ms": spec.budget.latency_ms, "infeasible": len(infeasible),
-            "feasible": len(feasible), "evaluator_calls": len(calls),
-            "reached_a_worker": sum(1 for t in infeasible if t.user_attrs["candidate"] in
-                                    {c.to_string() for c in calls}),
-            "ask_to_tell_ms": {"median": round(statistics.median(ms), 2), "p90": round(ms[int(len(ms) * .9)], 2),
-                               "max": round(ms[-1], 2), "median_by_half": halves},
-            "price_ms_median": round(statistics.median(price), 2)}
+    price = sorted(TrialRecord.of(t).timings["price_s"] * 1000 for t in infeasible)
+    return {
+        "sampler": sampler,
+        "trials": trials,
+        "latency_budget_ms": spec.budget.latency_ms,
+        "infeasible": len(infeasible),
+        "feasible": len(feasible),
+        "evaluator_calls": len(calls),
+        "reached_a_worker": sum(1 for t in infeasible if TrialRecord.of(t).candidate in {c.to_string() for c in calls}),
+        "ask_to_tell_ms": {
+            "median": round(statistics.median(ms), 2),
+            "p90": round(ms[int(len(ms) * 0.9)], 2),
+            "max": round(ms[-1], 2),
+            "median_by_half": halves,
+        },
+        "price_ms_median": round(statistics.median(price), 2),
+    }
 
 
 def tune_overhead(trials: int) -> dict:
@@ -133,7 +143,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--skip-tune", action="store_true")
     args = ap.parse_args()
-    from targets.profiled import host_name
+    from hwsearch.targets import host_name
 
     runs = [noop_overhead(args.trials, "local", 1), noop_overhead(args.trials, "local", 2),
             noop_overhead(args.trials, "ray", 2)]

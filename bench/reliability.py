@@ -11,7 +11,7 @@ completed exactly the trials it was asked for, and that each trial cut by a kill
 failed with the reason and its candidate run again. (The checks are
 ``tests/search/test_reliability.py``'s: :func:`kill_and_resume`.)
 
-Every killed process is a fresh interpreter (``python -m search.cli run``); the suite's version,
+Every killed process is a fresh interpreter (``python -m hwsearch.search.cli run``); the suite's version,
 which must stay short, forks most of them from a process that has done the imports
 (``--forked`` does that here too).
 

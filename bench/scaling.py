@@ -29,19 +29,26 @@ from common import TARGET, quickstart_spec, write_results
 
 
 def throughput(trials: int, workers: int, backend: str, cpus: float | None = 1) -> dict:
-    from search.runner import run_search
-    from search.study import counts_toward_budget
+    from hwsearch.search.engine import run_search
+    from hwsearch.search.study import Status, TrialRecord, counts_toward_budget
 
     spec = quickstart_spec(f"scaling-{backend}-{workers}", sampler="random", trials=trials, workers=workers,
                            backend=backend, cpus_per_trial=cpus)
     with tempfile.TemporaryDirectory() as tmp:
         study = run_search(spec, Path(tmp), progress=False, log=lambda m: None)
         counted = [t for t in study.get_trials(deepcopy=False) if counts_toward_budget(t)]
-        trained = sum(t.user_attrs.get("status") == "feasible" for t in counted)
+        trained = sum(TrialRecord.of(t).status == Status.FEASIBLE for t in counted)
         timing = study.user_attrs["timing"]
-    return {"workers": workers, "backend": backend, "cpus_per_trial": cpus or "default (all cores)", "trials": len(counted), "trained": trained,
-            "search_s": round(timing["search_s"], 1), "setup_s": round(timing["setup_s"], 1),
-            "trials_per_min": round(len(counted) / timing["search_s"] * 60, 2)}
+    return {
+        "workers": workers,
+        "backend": backend,
+        "cpus_per_trial": cpus or "default (all cores)",
+        "trials": len(counted),
+        "trained": trained,
+        "search_s": round(timing["search_s"], 1),
+        "setup_s": round(timing["setup_s"], 1),
+        "trials_per_min": round(len(counted) / timing["search_s"] * 60, 2),
+    }
 
 
 def main() -> None:
@@ -50,7 +57,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--ray", action="store_true", help="also run 2 workers on Ray actors")
     args = ap.parse_args()
-    from targets.profiled import host_name
+    from hwsearch.targets import host_name
 
     pairs = []
     for _ in range(args.repeats):

@@ -31,8 +31,17 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import accumulate
 from pathlib import Path
 
-from cifar10 import (DEFAULT_DATA, DEFAULT_WORK, OBJECTIVES, REFERENCE, check_data, load_task_data,
-                     prepare_profile, task_spec, use_cache)
+from cifar10 import (
+    DEFAULT_DATA,
+    DEFAULT_WORK,
+    OBJECTIVES,
+    REFERENCE,
+    check_data,
+    load_task_data,
+    prepare_profile,
+    task_spec,
+    use_cache,
+)
 from common import ROOT, write_results
 
 RESULTS = ROOT / "bench" / "results"
@@ -42,7 +51,7 @@ def _run_one(data: str, sampler: str, seed: int, trials: int, device: str, threa
              run_dir: str, work: str) -> dict:
     """One run, in a worker process: the search, then what the report needs from it."""
     use_cache(Path(work))
-    from search.runner import run_search
+    from hwsearch.search.engine import run_search
 
     spec = task_spec(f"{sampler}-s{seed}", Path(data), sampler=sampler, seed=seed, trials=trials,
                      device=device, threads=threads)
@@ -55,7 +64,7 @@ def _train_teacher(data: str, seed: int, device: str, threads: int, folder: str,
     use_cache(Path(work))
     import torch
 
-    from search.teacher import teacher_logits
+    from hwsearch.search.training import teacher_logits
 
     torch.set_num_threads(threads)
     spec = task_spec(f"teacher-s{seed}", Path(data), seed=seed, device=device, threads=threads)
@@ -65,7 +74,7 @@ def _train_teacher(data: str, seed: int, device: str, threads: int, folder: str,
 
 
 def _done_trials(run_dir: Path) -> int:
-    from search.study import counts_toward_budget, load_study
+    from hwsearch.search.study import counts_toward_budget, load_study
 
     try:
         return sum(counts_toward_budget(t) for t in load_study(run_dir).get_trials(deepcopy=False))
@@ -74,7 +83,8 @@ def _done_trials(run_dir: Path) -> int:
 
 
 def _summarise(run_dir: Path, trials: int) -> dict:
-    from search.results import RunResults
+    from hwsearch.search.outputs import RunResults
+    from hwsearch.search.study import TrialRecord
 
     res = RunResults(run_dir)
     history = res.hypervolume_history(REFERENCE, points=trials)
@@ -83,7 +93,7 @@ def _summarise(run_dir: Path, trials: int) -> dict:
     starts = [t.datetime_start for t in trials_ if t.datetime_start]
     ends = [t.datetime_complete for t in trials_ if t.datetime_complete]
     trained = [r for r in rows if r.accuracy is not None]
-    spent = list(accumulate(sum(v for k, v in t.user_attrs.get("timings", {}).items() if k != "price_s")
+    spent = list(accumulate(sum(v for k, v in (TrialRecord.of(t).timings or {}).items() if k != "price_s")
                             for t in sorted(trials_, key=lambda t: t.number)))
     feasible = [r for r in rows if r.state == "complete"]
     return {
@@ -191,8 +201,11 @@ def main() -> None:
             "mean_trained": sum(results["runs"][f"{s}-s{seed}"]["trained"] for seed in args.seeds) / len(args.seeds),
             # training time to reach random's final hypervolume over random's own, mean over seeds
             # (a run that never reaches it counts as its whole training time)
-            "mean_train_time_ratio": sum((p["train_s_to_random_final"] or results["runs"][f"{s}-s{p['seed']}"]["train_s"])
-                                         / p["random_train_s"] for p in per_seed) / len(per_seed),
+            "mean_train_time_ratio": sum(
+                (p["train_s_to_random_final"] or results["runs"][f"{s}-s{p['seed']}"]["train_s"]) / p["random_train_s"]
+                for p in per_seed
+            )
+            / len(per_seed),
         }
     results["summary"] = summary
     best = max(args.samplers, key=lambda s: (summary[s]["mean_final_hv"]))

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+__all__ = ["build_parser", "main"]
+
 EXIT_BAD_INPUT = 2
 
 
@@ -19,23 +21,24 @@ def _fail(lines: list[str] | str) -> int:
 
 
 def _load(spec_path: str):
-    from search.spec import load_spec
+    from hwsearch.search.spec import load_spec
 
     return load_spec(spec_path)
 
 
 def cmd_validate(args) -> int:
-    from search.datasets import load_dataset
-    from search.feasibility import survey
+    from hwsearch.search.engine._feasibility import survey
+    from hwsearch.search.training._datasets import load_dataset
 
+    # Each check prints what it found as it passes; "valid" is said only once every one has.
     spec = _load(args.spec)
-    print(f"spec {args.spec}: valid")
-    print(f"  space: {spec.space.describe_size()}")
+    print(f"spec {args.spec}:")
+    print(f"  fields: ok; space: {spec.space.describe_size()}", flush=True)
     data = load_dataset(spec.dataset, spec.data_seed)
     print(f"  dataset: {len(data.y_train)} training and {len(data.y_val)} validation images of "
-          f"{'x'.join(map(str, data.input_shape))}, {data.num_classes} classes")
+          f"{'x'.join(map(str, data.input_shape))}, {data.num_classes} classes", flush=True)
     if spec.teacher.onnx and spec.space.distill:
-        from search.teacher import check_teacher
+        from hwsearch.search.training._teacher import check_teacher
 
         check_teacher(spec.teacher.onnx, data)
         print(f"  teacher: {spec.teacher.onnx} gives {data.num_classes} logits on the dataset's images")
@@ -43,12 +46,12 @@ def cmd_validate(args) -> int:
     print(report.text())
     if report.unreachable:
         return _fail(report.unreachable)
+    print(f"spec {args.spec}: valid")
     return 0
 
 
 def cmd_run(args) -> int:
-    from search.runner import run_search
-    from search.study import RunLocked
+    from hwsearch.search.engine import run_search
 
     spec = _load(args.spec)
     s = spec.search
@@ -61,7 +64,7 @@ def cmd_run(args) -> int:
     if args.early_stopping is not None:
         s.early_stopping.enabled = args.early_stopping
     if s.device == "cuda":
-        from search.evaluate import resolve_device
+        from hwsearch.search.training._evaluate import resolve_device
 
         try:
             resolve_device(s.device)
@@ -74,14 +77,12 @@ def cmd_run(args) -> int:
         return _fail([f"cannot join the Ray cluster at {s.address}: {e}",
                       "is 'ray start --head' running there? A cluster with token authentication needs "
                       "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) here too"])
-    except RunLocked as e:
-        return _fail(str(e))
     print(f"results in {run_dir}; see them with: hwsearch pareto {run_dir}")
     return 0
 
 
 def cmd_pareto(args) -> int:
-    from search.results import RunResults
+    from hwsearch.search.outputs._results import RunResults
 
     try:
         res = RunResults(args.run_dir)
@@ -102,8 +103,10 @@ def cmd_pareto(args) -> int:
     original = res.study.user_attrs.get("target", "?")
     if args.target:
         kind = "measured" if target.measured else "ESTIMATED from spec sheets, not measured"
-        print(f"re-priced on {target.name} ({kind}) instead of {original}, without retraining: "
-              f"{len(rows)} Pareto-optimal trained candidates, {sum(r.state != 'infeasible' for r in rows)} within budget")
+        print(
+            f"re-priced on {target.name} ({kind}) instead of {original}, without retraining: "
+            f"{len(rows)} Pareto-optimal trained candidates, {sum(r.state != 'infeasible' for r in rows)} within budget"
+        )
     else:
         print(f"on {original}: {len(rows)} feasible Pareto-optimal")
     if res.budget:
@@ -119,7 +122,7 @@ def cmd_pareto(args) -> int:
 
 def _target_or_fail(name: str):
     """The target, or the exit code after printing why it cannot be used."""
-    from targets import get_target
+    from hwsearch.targets import get_target
 
     try:
         return get_target(name)
@@ -130,24 +133,23 @@ def _target_or_fail(name: str):
 def _space_and_input(args):
     """The space, input shape and class count to work on: a spec's (its dataset gives the input
     unless --input/--classes say), or the default space on 3x32x32 inputs with 10 classes."""
-    from spaces import SpaceSpec
+    from hwsearch.spaces import SpaceSpec
 
     config, shape, classes = SpaceSpec(), None, None
     if args.spec:
         spec = _load(args.spec)
         config = spec.space
         if not args.input:
-            from search.datasets import load_dataset
+            from hwsearch.search.training._datasets import load_dataset
 
             data = load_dataset(spec.dataset, spec.data_seed)
             shape, classes = data.input_shape, data.num_classes
     if args.input:
         try:
-            shape = tuple(int(v) for v in args.input.split(","))
+            c, h, w = (int(v) for v in args.input.split(","))
         except ValueError:
-            shape = ()
-        if len(shape) != 3:
-            raise SystemExit(_fail(f"--input: expected C,H,W such as 3,32,32, got {args.input!r}"))
+            raise SystemExit(_fail(f"--input: expected C,H,W such as 3,32,32, got {args.input!r}")) from None
+        shape = (c, h, w)
     shape = shape or (3, 32, 32)
     classes = args.classes or classes or 10
     return config, shape, classes
@@ -162,9 +164,9 @@ def _bar(items, desc: str, total: int):
 def cmd_profile(args) -> int:
     import onnxruntime as ort
 
-    from targets.profile import Profile
-    from targets.profiled import LocalCpuTarget, new_profile
-    from targets.profiler import profile_space
+    from hwsearch.targets._profile_format import Profile
+    from hwsearch.targets._profile_targets import LocalCpuTarget, new_profile
+    from hwsearch.targets._profiling import profile_space
 
     if args.provider not in ort.get_available_providers():
         return _fail(f"--provider {args.provider} is not available in this onnxruntime "
@@ -175,6 +177,7 @@ def cmd_profile(args) -> int:
             return _fail("local-cpu is the CPU provider; name another target to profile a GPU or NPU")
         tgt = LocalCpuTarget(threads=args.threads)
         profile, out = tgt.profile, tgt.path
+        assert profile is not None  # local-cpu always prices from a profile
     else:
         out = Path(args.out or f"{args.target}.json")
         if out.exists():
@@ -187,8 +190,10 @@ def cmd_profile(args) -> int:
                   f"{len(profile.calibration.samples)} networks already measured")
         else:
             profile = new_profile(args.target, args.threads, args.provider, args.kind)
-    print(f"profiling {profile.device.name} on {profile.device.host} with onnxruntime {profile.device.runtime_version}, "
-          f"{args.provider}, {args.threads} thread(s); input {'x'.join(map(str, shape))}, {classes} classes")
+    print(
+        f"profiling {profile.device.name} on {profile.device.host} with onnxruntime {profile.device.runtime_version}, "
+        f"{args.provider}, {args.threads} thread(s); input {'x'.join(map(str, shape))}, {classes} classes"
+    )
     print(f"  space: {config.describe_size()}")
     t0 = time.perf_counter()
     profile_space(profile, config, shape, classes, out, args.threads, args.provider, networks=args.networks,
@@ -200,13 +205,14 @@ def cmd_profile(args) -> int:
 
 
 def cmd_latency_check(args) -> int:
-    from targets.profiled import host_name
-    from targets.profiler import DRIFT_WARN, check_latency
+    from hwsearch.targets._profiling import DRIFT_WARN, check_latency
 
     if args.threads and args.target != "local-cpu":
-        return _fail("--threads applies to local-cpu; a profile file is checked at the thread count it was measured with")
+        return _fail(
+            "--threads applies to local-cpu; a profile file is checked at the thread count it was measured with"
+        )
     if args.threads and args.threads != 1:
-        from targets.profiled import LocalCpuTarget
+        from hwsearch.targets._profile_targets import LocalCpuTarget
 
         target = LocalCpuTarget(threads=args.threads)
     else:
@@ -214,11 +220,9 @@ def cmd_latency_check(args) -> int:
     if isinstance(target, int):
         return target
     config, shape, classes = _space_and_input(args)
-    profile = getattr(target, "profile", None)
-    if profile is not None and profile.device.host != host_name():
-        print(f"warning: {target.name} was {'measured' if profile.device.measured else 'estimated'} for "
-              f"{profile.device.host}, not this host ({host_name()}): run latency-check on that device",
-              file=sys.stderr)
+    elsewhere = target.runtime().elsewhere()
+    if elsewhere:
+        print(f"warning: {target.name}: {elsewhere}; run latency-check where it was measured", file=sys.stderr)
     bar = None if args.json or args.no_progress else _bar
     target.ensure_calibrated(config, shape, classes, progress=bar)
     report = check_latency(target, config, shape, classes, n=args.n, seed=args.seed, progress=bar)
@@ -234,7 +238,9 @@ def cmd_latency_check(args) -> int:
     print(f"  quiet-host speed:    {report['host_drift']:.2f}x the profile's time for the reference network")
     print(f"  busy now:            runs take {report['busy']:.2f}x their quiet time (median / fastest 5% of the "
           "reference's bursts)")
-    print(f"  at this moment's typical speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}")
+    print(
+        f"  at this moment's typical speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}"
+    )
     if abs(report["host_drift"] - 1) > DRIFT_WARN:
         print(f"warning: this host runs {report['host_drift']:.2f}x as slow as when {target.name} was profiled "
               "(a busy neighbour, or another host state): measured latencies now differ by that much", file=sys.stderr)
@@ -256,8 +262,10 @@ def _export_summary(report) -> list[str]:
         file = f.get("file") or {}
         shipped = (f"; file {file['predicted_ms'] * 1000:.1f} us predicted, {file['measured_ms'] * 1000:.1f} measured "
                    f"({file['error']:+.0%})" if file.get("predicted_ms") else "")
-        lines.append(f"  {name:<16}network {f['predicted_ms'] * 1000:6.1f} us predicted, {f['measured_ms'] * 1000:6.1f} "
-                     f"measured ({f['error']:+.0%}){shipped}; {c['size'][name]['on_disk_kb']:.1f} KB")
+        lines.append(
+            f"  {name:<16}network {f['predicted_ms'] * 1000:6.1f} us predicted, {f['measured_ms'] * 1000:6.1f} "
+            f"measured ({f['error']:+.0%}){shipped}; {c['size'][name]['on_disk_kb']:.1f} KB"
+        )
     if not lat["target_is_this_host"]:
         lines.append(f"  latency measured on this host, not on {c['target']['name']}")
     lines += [f"  warning: {w}" for w in report.warnings]
@@ -267,31 +275,37 @@ def _export_summary(report) -> list[str]:
 def cmd_export(args) -> int:
     from tqdm import tqdm
 
-    from search.export import ExportError, export_pareto, export_trial
+    from hwsearch.search.outputs import export_pareto, export_trial
 
     t0 = time.perf_counter()
-    try:
-        if args.pareto:
-            reports = export_pareto(args.run_dir, args.out, progress=not args.no_progress, log=tqdm.write,
-                                    on_each=lambda r: tqdm.write("\n".join(_export_summary(r))))
-        else:
-            reports = [export_trial(args.run_dir, args.trial, args.out, log=print)]
-            print("\n".join(_export_summary(reports[0])))
-    except ExportError as e:
-        return _fail(str(e))
+    if args.pareto:  # an ExportError reaches main, which says it
+        reports = export_pareto(args.run_dir, args.out, progress=not args.no_progress, log=tqdm.write,
+                                on_each=lambda r: tqdm.write("\n".join(_export_summary(r))))
+    else:
+        reports = [export_trial(args.run_dir, args.trial, args.out, log=print)]
+        print("\n".join(_export_summary(reports[0])))
     warned = sum(bool(r.warnings) for r in reports)
     print(f"exported {len(reports)} model(s) in {time.perf_counter() - t0:.1f}s"
           + (f"; {warned} with warnings (see above and each card.json)" if warned else "; every check passed"))
     return 0
 
 
+def cmd_estimate(args) -> int:
+    from hwsearch.targets import estimate_profiles, shipped_layers
+
+    extra = [_space_and_input(args)] if args.spec or args.input or args.classes else []
+    estimate_profiles(Path(args.out), shipped_layers(extra))
+    return 0
+
+
 def cmd_app(args) -> int:
     """Become the Streamlit server of app.py (exec: signals reach the server, no child is left)."""
     import os
+    from importlib.resources import files
 
-    app = Path(__file__).resolve().parents[1] / "app.py"
-    if not app.is_file():
-        return _fail(f"{app} is missing: the app ships with the repository; install it with 'pip install -e .'")
+    app = Path(str(files("hwsearch") / "app.py"))
+    if not app.is_file():  # hwsearch imported from a zip or an incomplete install
+        return _fail(f"{app} is missing: reinstall hwsearch ('pip install hwsearch' or 'pip install -e .')")
     if args.run_dirs:
         os.environ["HWSEARCH_APP_RUNS"] = json.dumps(args.run_dirs)
     print(f"hwsearch app on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
@@ -301,19 +315,23 @@ def cmd_app(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from search.spec import Spec
+    from hwsearch.search.spec import Spec
 
     print(json.dumps(Spec.model_json_schema(), indent=1))
     return 0
 
 
 def cmd_targets(args) -> int:
-    from targets import get_target, target_names
+    from hwsearch.targets import get_target, target_names
 
     print(f"{'target':<20} {'how':<10} {'kind':<5} {'layers':>7} {'calibrated on':>14}  {'self-check':<26}  device")
     for name in target_names():
         t = get_target(name)
         p = t.profile
+        if p is None:  # a registered target that prices without a profile
+            print(f"{name:<20} {'measured' if t.measured else 'ESTIMATED':<10} {'':<5} {'-':>7} {'-':>14}  "
+                  f"{'none':<26}  {t.description}")
+            continue
         how = "measured" if p.device.measured else "ESTIMATED"
         cal = f"{p.calibration.fitted_on} networks" if p.calibration.fitted_on else "-"
         c = p.checks[-1] if p.checks else None
@@ -403,22 +421,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", help="list the targets: measured or estimated, and what they hold")
     t.set_defaults(fn=cmd_targets)
+
+    es = sub.add_parser("estimate", help=(
+        "write roofline-estimated profiles of the devices hwsearch knows (a Raspberry Pi 4, a phone core, a "
+        "Jetson, a microcontroller) covering the default space at 3x32x32 and, with --spec, a spec's space"))
+    es.add_argument("--out", required=True, help="folder to write DEVICE.json files into")
+    space_args(es)
+    es.set_defaults(fn=cmd_estimate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from search.datasets import DatasetError
-    from search.spec import SpecError
-    from search.study import CorruptJournal, RunMismatch
-    from search.teacher import TeacherError
-    from targets.profile import ProfileError, UnpriceableError
+    from hwsearch.search.errors import SearchError
+    from hwsearch.search.spec import SpecError
+    from hwsearch.targets import TargetError
 
     try:
         return args.fn(args)
     except SpecError as e:
         return _fail(e.problems)
-    except (DatasetError, TeacherError, ProfileError, UnpriceableError, CorruptJournal, RunMismatch) as e:
+    except (SearchError, TargetError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue", file=sys.stderr)

@@ -13,13 +13,27 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spaces.config import SpaceSpec
+from hwsearch.search.errors import SearchError
+from hwsearch.spaces._config import SpaceSpec
+from hwsearch.targets._cost import COST_METRICS
 
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_kb": "minimize",
-              "peak_memory_kb": "minimize"}
+__all__ = [
+    "OBJECTIVES",
+    "Budget",
+    "DatasetSpec",
+    "EarlyStopping",
+    "SearchSettings",
+    "Spec",
+    "SpecError",
+    "TeacherSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+OBJECTIVES = {"accuracy": "maximize", **dict.fromkeys(COST_METRICS, "minimize")}
 
 
-class SpecError(ValueError):
+class SpecError(SearchError, ValueError):
     """A spec that cannot be used. ``problems`` holds one line per problem: field path, the value
     given, what is allowed."""
 
@@ -58,7 +72,7 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> DatasetSpec:
-        from search.datasets import dataset_sources
+        from hwsearch.search.training._datasets import dataset_sources
 
         sources = dataset_sources()
         if self.name not in sources:
@@ -87,7 +101,7 @@ class TeacherSpec(_Strict):
 
 class EarlyStopping(_Strict):
     """Multi-objective asynchronous successive halving on validation accuracy across dense epochs
-    (see :mod:`search.early_stopping`). Latency and size are known before training: only accuracy
+    (see :mod:`hwsearch.search.algorithms._early_stopping`). Latency and size are known before training: only accuracy
     needs the epochs."""
 
     enabled: bool = Field(default=False, description="stop candidates that trail the others at a rung")
@@ -132,12 +146,15 @@ class Spec(_Strict):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     target: str = Field(default="local-cpu", description="a registered target name or a profile .json path")
     budget: Budget = Field(default_factory=Budget)
+    # "accuracy" and the cost metrics (hwsearch.targets.COST_METRICS; a test checks they agree)
     objectives: list[Literal["accuracy", "latency_ms", "size_kb", "peak_memory_kb"]] = Field(
         default=["accuracy", "latency_ms", "size_kb"], min_length=1)
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     search: SearchSettings = Field(default_factory=SearchSettings)
-    storage: str | None = Field(default=None, description="an Optuna storage URL; default: a journal file in the run directory")
+    storage: str | None = Field(
+        default=None, description="an Optuna storage URL; default: a journal file in the run directory"
+    )
 
     @field_validator("objectives")
     @classmethod
@@ -151,7 +168,7 @@ class Spec(_Strict):
     @field_validator("target")
     @classmethod
     def _target(cls, v: str) -> str:
-        from targets.registry import is_target, target_names
+        from hwsearch.targets._registry import is_target, target_names
 
         if not is_target(v):
             raise ValueError(f"unknown target {v!r}; registered: {', '.join(target_names())}, "
@@ -192,7 +209,7 @@ def _resolve(data: Any, base: Path) -> Any:
     return data
 
 
-def _format(err: dict) -> str:
+def _format(err: Any) -> str:  # a pydantic ErrorDetails
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":

@@ -16,11 +16,33 @@ The life of a network here is the classic deployment pipeline:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spaces.plan import BlockPlan, NetworkPlan
+from hwsearch.spaces._plan import BlockPlan, NetworkPlan
+
+__all__ = [
+    "ActQuant",
+    "ConvBNAct",
+    "InvertedResidual",
+    "Net",
+    "QConv2d",
+    "QLinear",
+    "SqueezeExcite",
+    "build",
+    "channel_importance",
+    "deployed_param_count",
+    "distillation_loss",
+    "enable_quantization",
+    "fold_batchnorm",
+    "param_count",
+    "prune",
+    "quantize_weight",
+    "weight_scale",
+]
 
 BN_EPS = 1e-5
 
@@ -47,7 +69,8 @@ def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-output-channel scale of :func:`quantize_weight`, shaped to broadcast against ``w``."""
     qmax = 2 ** (bits - 1) - 1
     dims = tuple(range(1, w.dim()))
-    return w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / qmax
+    scale: torch.Tensor = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / qmax
+    return scale
 
 
 class ActQuant(nn.Module):
@@ -55,6 +78,10 @@ class ActQuant(nn.Module):
 
     Disabled (identity) until :func:`enable_quantization` sets ``bits`` below 32.
     """
+
+    lo: torch.Tensor  # buffers: the tracked range, and whether any batch was seen
+    hi: torch.Tensor
+    seen: torch.Tensor
 
     def __init__(self, momentum: float = 0.1) -> None:
         super().__init__()
@@ -82,24 +109,27 @@ class ActQuant(nn.Module):
                 self.lo.lerp_(lo, self.momentum), self.hi.lerp_(hi, self.momentum)
         scale, zero = self.scale_zero_point()
         q = (torch.clamp(torch.round(x / scale) + zero, 0, 2**self.bits - 1) - zero) * scale
-        return x + (q - x).detach()
+        y: torch.Tensor = x + (q - x).detach()
+        return y
 
 
 class QConv2d(nn.Conv2d):
     """A convolution whose input and weights are fake-quantized once bits are set below 32."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 groups: int = 1, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
         self.w_bits = 32
         self.act_quant = ActQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+        y: torch.Tensor = self._conv_forward(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+        return y
 
 
 class QLinear(nn.Linear):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
         self.w_bits = 32
         self.act_quant = ActQuant()
 
@@ -123,7 +153,8 @@ class ConvBNAct(nn.Module):
         self.act = ACTIVATION_MODULES[act]() if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        y: torch.Tensor = self.act(self.bn(self.conv(x)))
+        return y
 
 
 class SqueezeExcite(nn.Module):
@@ -148,7 +179,7 @@ class InvertedResidual(nn.Module):
         self.project = ConvBNAct(cmid, plan.cout, 1, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(x) if self.expand is not None else x
+        y: torch.Tensor = self.expand(x) if self.expand is not None else x
         y = self.dw(y)
         if self.se is not None:
             y = self.se(y)
@@ -169,11 +200,17 @@ class Net(nn.Module):
                                       for b in plan.blocks))
         self.classifier = QLinear(plan.head.cin, plan.head.num_classes)
 
+    def block_modules(self) -> list[InvertedResidual]:
+        """The blocks, in order, as their type (``blocks`` is an ``nn.Sequential`` of them)."""
+        return cast(list[InvertedResidual], list(self.blocks))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+        y: torch.Tensor = self.blocks(self.stem(x))
+        return y.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        y: torch.Tensor = self.classifier(self.features(x))
+        return y
 
 
 def build(plan: NetworkPlan, generator: torch.Generator | None = None) -> Net:
@@ -213,9 +250,16 @@ def channel_importance(block: InvertedResidual) -> torch.Tensor:
     return w.detach().abs().sum(dim=(1, 2, 3))
 
 
-def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, keep: torch.Tensor) -> None:
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    assert conv.bias is not None, "a squeeze-excite convolution has a bias"
+    return conv.bias
+
+
+def _copy_bn(dst: nn.Module, src: nn.Module, keep: torch.Tensor) -> None:
+    assert isinstance(dst, nn.BatchNorm2d) and isinstance(src, nn.BatchNorm2d), "prune before fold_batchnorm"
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(dst, name).data.copy_(getattr(src, name).data[keep])
+    assert dst.num_batches_tracked is not None and src.num_batches_tracked is not None  # running stats are tracked
     dst.num_batches_tracked.copy_(src.num_batches_tracked)
 
 
@@ -229,22 +273,24 @@ def prune(net: Net) -> Net:
     small = Net(net.plan, pruned=True)
     small.stem.load_state_dict(net.stem.state_dict())
     small.classifier.load_state_dict(net.classifier.state_dict())
-    for big_b, small_b in zip(net.blocks, small.blocks):
+    for big_b, small_b in zip(net.block_modules(), small.block_modules()):
         plan: BlockPlan = big_b.plan
         if plan.cmid == plan.cmid_dense:
             small_b.load_state_dict(big_b.state_dict())
             continue
         keep = torch.sort(torch.topk(channel_importance(big_b), plan.cmid).indices).values
+        assert big_b.expand is not None and small_b.expand is not None  # only expanded channels are pruned
         with torch.no_grad():
             small_b.expand.conv.weight.copy_(big_b.expand.conv.weight[keep])
             _copy_bn(small_b.expand.bn, big_b.expand.bn, keep)
             small_b.dw.conv.weight.copy_(big_b.dw.conv.weight[keep])
             _copy_bn(small_b.dw.bn, big_b.dw.bn, keep)
             if big_b.se is not None:
+                assert small_b.se is not None
                 small_b.se.reduce.weight.copy_(big_b.se.reduce.weight[:, keep])
-                small_b.se.reduce.bias.copy_(big_b.se.reduce.bias)
+                _bias(small_b.se.reduce).copy_(_bias(big_b.se.reduce))
                 small_b.se.expand.weight.copy_(big_b.se.expand.weight[keep])
-                small_b.se.expand.bias.copy_(big_b.se.expand.bias[keep])
+                _bias(small_b.se.expand).copy_(_bias(big_b.se.expand)[keep])
             small_b.project.conv.weight.copy_(big_b.project.conv.weight[:, keep])
             small_b.project.bn.load_state_dict(big_b.project.bn.state_dict())
     return small.train(net.training)
@@ -259,6 +305,7 @@ def fold_batchnorm(net: Net) -> Net:
     for m in net.modules():
         if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d):
             bn = m.bn
+            assert bn.running_var is not None and bn.running_mean is not None  # running stats are tracked
             factor = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
             bias = bn.bias.detach() - bn.running_mean * factor
             if m.conv.bias is not None:
@@ -274,7 +321,7 @@ def enable_quantization(net: Net) -> Net:
     """Turn on fake quantization at the plan's bit widths, in place. Returns ``net``."""
     plan = net.plan
     net.stem.conv.w_bits, net.stem.conv.act_quant.bits = plan.stem.w_bits, plan.stem.a_bits
-    for block in net.blocks:
+    for block in net.block_modules():
         for m in block.modules():
             if isinstance(m, QConv2d):
                 m.w_bits, m.act_quant.bits = block.plan.w_bits, block.plan.a_bits

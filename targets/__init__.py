@@ -1,13 +1,115 @@
-"""WHERE a candidate runs: device profiles, the measurement of layers with onnxruntime, and the
-one function that prices a candidate (``Target.price``). onnxruntime loads only when a target
-measures or a profile target is created."""
+"""WHERE a candidate runs: device profiles, the measurement of graphs with onnxruntime, and the
+one function that prices a candidate (``Target.price``).
 
-from targets.base import Target, UnpriceableError
-from targets.cost import Cost, Latency, peak_memory_kb, size_kb
-from targets.profile import Profile, ProfileError, layer_key
-from targets.registry import get_target, is_target, list_targets, register_target, target_names
+Owns latency, size and memory. Must not import :mod:`hwsearch.search` nor torch; may import
+:mod:`hwsearch.spaces`. Importing it is light: onnx and onnxruntime load with the names that
+measure or emit graphs (the meter, the profiler, the ONNX emitter), and when a profile target
+is created.
+
+Modules (private): ``_target`` (the interface, pricing), ``_cost`` (value objects, exact size and
+memory), ``_profile_format`` (the profile file and its latency model), ``_profile_targets``
+(targets backed by a profile; ``local-cpu``), ``_registry``, ``_meter`` (timing against a
+reference), ``_profiling`` (measuring and calibrating a space; the latency check),
+``_onnx_graph`` (the ONNX emitter), ``_estimate`` (roofline profiles), ``_errors``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hwsearch._lazy import lazy_exports
+from hwsearch.targets._cost import COST_METRICS, Cost, Latency, network_macs, peak_memory_kb, precision_of, size_kb
+from hwsearch.targets._errors import TargetError
+from hwsearch.targets._profile_format import (
+    Calibration,
+    Entry,
+    Profile,
+    ProfileError,
+    SelfCheck,
+    UnpriceableError,
+    layer_key,
+)
+from hwsearch.targets._registry import SHIPPED, get_target, is_target, list_targets, register_target, target_names
+from hwsearch.targets._target import Target
+
+if TYPE_CHECKING:
+    from hwsearch.targets._estimate import DEVICES, estimate_profile, estimate_profiles, shipped_layers
+    from hwsearch.targets._meter import HostTooNoisy, Meter, random_feed, reference_model, session, time_session
+    from hwsearch.targets._onnx_graph import (
+        identity_model,
+        input_adapter_model,
+        layer_model,
+        layer_shapes,
+        network_model,
+        random_network_weights,
+        random_weights,
+    )
+    from hwsearch.targets._profile_targets import LocalCpuTarget, ProfileTarget, host_name
+    from hwsearch.targets._profiling import (
+        check_latency,
+        describe_check,
+        measure_network,
+        profile_space,
+        sample_plans,
+        space_fingerprint,
+    )
+
+__getattr__ = lazy_exports(__name__, {
+    "._estimate": ("DEVICES", "estimate_profile", "estimate_profiles", "shipped_layers"),
+    "._meter": ("HostTooNoisy", "Meter", "random_feed", "reference_model", "session", "time_session"),
+    "._onnx_graph": ("identity_model", "input_adapter_model", "layer_model", "layer_shapes", "network_model",
+                     "random_network_weights", "random_weights"),
+    "._profile_targets": ("LocalCpuTarget", "ProfileTarget", "host_name"),
+    "._profiling": ("check_latency", "describe_check", "measure_network", "profile_space", "sample_plans",
+                    "space_fingerprint"),
+})
 
 __all__ = [
-    "Cost", "Latency", "Profile", "ProfileError", "Target", "UnpriceableError", "get_target",
-    "is_target", "layer_key", "list_targets", "peak_memory_kb", "register_target", "size_kb", "target_names",
+    "COST_METRICS", "DEVICES",
+    "SHIPPED",
+    "Calibration",
+    "Cost",
+    "Entry",
+    "HostTooNoisy",
+    "Latency",
+    "LocalCpuTarget",
+    "Meter",
+    "Profile",
+    "ProfileError",
+    "ProfileTarget",
+    "SelfCheck",
+    "Target",
+    "TargetError",
+    "UnpriceableError",
+    "check_latency",
+    "describe_check",
+    "estimate_profile",
+    "estimate_profiles",
+    "get_target",
+    "host_name",
+    "identity_model",
+    "input_adapter_model",
+    "is_target",
+    "layer_key",
+    "layer_model",
+    "layer_shapes",
+    "list_targets",
+    "measure_network",
+    "network_macs",
+    "network_model",
+    "peak_memory_kb",
+    "precision_of",
+    "profile_space",
+    "random_feed",
+    "random_network_weights",
+    "random_weights",
+    "reference_model",
+    "register_target",
+    "sample_plans",
+    "session",
+    "shipped_layers",
+    "size_kb",
+    "space_fingerprint",
+    "target_names",
+    "time_session",
 ]

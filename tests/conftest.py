@@ -42,7 +42,7 @@ def tiny_spec(**overrides) -> dict:
 
 
 def hwsearch_cmd() -> list[str]:
-    return [sys.executable, "-m", "search.cli"]
+    return [sys.executable, "-m", "hwsearch.search.cli"]
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,3 +58,51 @@ def stop_process(proc, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def stop_processes_mentioning(marker: str, timeout: float = 20) -> list[int]:
+    """Stop the processes whose command line mentions ``marker`` (a folder a test gave them), and
+    all their descendants: SIGTERM, then SIGKILL after ``timeout`` s. Unlike ``ray stop --force``,
+    it leaves alone whatever else runs on the machine (another user's Ray cluster). Linux only."""
+    import os
+    import signal
+    import time
+
+    def table() -> dict[int, tuple[int, str]]:
+        procs = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            procs[int(entry.name)] = (ppid, cmdline)
+        return procs
+
+    procs = table()
+    chosen = {pid for pid, (_, cmd) in procs.items() if marker in cmd and pid != os.getpid()}
+    grown = True
+    while grown:  # add descendants: Ray's workers rename themselves ("ray::IDLE")
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in chosen} - chosen
+        chosen |= more
+        grown = bool(more)
+    def alive(pid: int) -> bool:  # a zombie is dead: its parent may be a daemon that never reaps
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in chosen:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(alive(pid) for pid in chosen):
+            time.sleep(0.2)
+        if not any(alive(pid) for pid in chosen):
+            break
+    return sorted(chosen)

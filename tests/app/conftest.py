@@ -2,9 +2,9 @@
 
 import pytest
 
-from search.evaluate import TrialFailed, evaluation_steps
-from search.runner import run_search
-from search.spec import parse_spec
+from hwsearch.search.engine._runner import run_search
+from hwsearch.search.spec import parse_spec
+from hwsearch.search.training._evaluate import TrialFailed, evaluation_steps
 from tests.conftest import TINY_SPACE, tiny_spec
 
 # The tiny space with the quickstart's stage widths (a corner of the quickstart space), which every

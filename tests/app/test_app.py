@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from streamlit.testing.v1 import AppTest
 
-from search.results import RunResults, non_dominated
-from search.spec import parse_spec
-from search.study import JOURNAL, open_study
+from hwsearch.search.outputs._results import RunResults, non_dominated
+from hwsearch.search.spec import parse_spec
+from hwsearch.search.study._study import JOURNAL, open_study
 from tests.app.conftest import FAILURE
 from tests.conftest import REPO, tiny_spec
 
@@ -176,8 +176,8 @@ def test_exporting_a_candidate_offers_its_files(tiny_run, tmp_path, monkeypatch)
 
 
 def test_the_predicted_latency_is_measured_here_only_where_the_profile_was(tiny_run, monkeypatch):
-    from targets import get_target
-    from targets.profiled import host_name
+    from hwsearch.targets import get_target
+    from hwsearch.targets._profile_targets import host_name
 
     res = RunResults(tiny_run)
     number = res.pareto()[0].number

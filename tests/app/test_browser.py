@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from search.results import RunResults
+from hwsearch.search.outputs._results import RunResults
 from tests.conftest import REPO, hwsearch_cmd, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")

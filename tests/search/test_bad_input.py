@@ -28,15 +28,23 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from search.cli import EXIT_BAD_INPUT, main
-from search.datasets import DatasetError, load_dataset
-from search.spec import (Budget, DatasetSpec, EarlyStopping, SearchSettings, Spec, SpecError, TeacherSpec,
-                         parse_spec)
-from search.teacher import TeacherError, check_teacher
-from spaces.candidate import MAX_PRUNE
-from spaces.config import SpaceSpec, StageSpace
-from targets.profile import Profile, ProfileError
-from targets.registry import SHIPPED, target_names
+from hwsearch.search.cli import EXIT_BAD_INPUT, main
+from hwsearch.search.spec import (
+    Budget,
+    DatasetSpec,
+    EarlyStopping,
+    SearchSettings,
+    Spec,
+    SpecError,
+    TeacherSpec,
+    parse_spec,
+)
+from hwsearch.search.training._datasets import DatasetError, load_dataset
+from hwsearch.search.training._teacher import TeacherError, check_teacher
+from hwsearch.spaces._candidate import MAX_PRUNE
+from hwsearch.spaces._config import SpaceSpec, StageSpace
+from hwsearch.targets._profile_format import Profile, ProfileError
+from hwsearch.targets._registry import SHIPPED, target_names
 from tests.conftest import REPO, TINY_SPACE, hwsearch_cmd, tiny_spec
 from tests.search.test_teacher import linear_onnx
 
@@ -787,8 +795,8 @@ def _profile_json() -> dict:
 
 def tiny_profile(path: Path) -> Path:
     """A profile that prices every layer of the tests' tiny space on digits (no measuring)."""
-    from spaces.plan import reachable_layers
-    from targets.profile import Entry, block_key
+    from hwsearch.spaces._plan import reachable_layers
+    from hwsearch.targets._profile_format import Entry, block_key
 
     data = {**_profile_json(), "entries": {}}
     profile = Profile.model_validate(data)
@@ -831,7 +839,7 @@ def test_a_corrupt_or_other_version_profile_target_exits_2_with_one_line(case, t
 
 
 def test_a_corrupt_profile_exits_2_from_every_command_that_reads_one(tmp_path):
-    from search.study import open_study
+    from hwsearch.search.study._study import open_study
 
     good = tiny_profile(tmp_path / "device.json")
     spec = parse_spec(tiny_spec(target=str(good)))
@@ -947,8 +955,9 @@ def test_a_teacher_that_does_not_fit_is_a_teacher_error_and_validate_exits_2(mak
         check_teacher(path, digits)
     message = str(refused.value)
     assert message.startswith(f"teacher.onnx {path}: ") and says in message and "\n" not in message, message
-    code, _, err = cli("validate", write_spec(tmp_path, tiny_spec(teacher={"onnx": str(path)})))
+    code, out, err = cli("validate", write_spec(tmp_path, tiny_spec(teacher={"onnx": str(path)})))
     assert assert_refused(code, err, says) == [f"error: {message}"]
+    assert "valid" not in out  # said only when every check passed
 
 
 def test_a_fitting_teacher_passes_validate(tmp_path, digits):
@@ -958,6 +967,7 @@ def test_a_fitting_teacher_passes_validate(tmp_path, digits):
     code, out, err = cli("validate", spec, "--samples", "5")
     assert code == 0, err
     assert "teacher: " in out and "gives 10 logits" in out and "dataset: 320 training and 80 validation" in out
+    assert out.rstrip().splitlines()[-1] == f"spec {spec}: valid"
 
 
 def test_bad_data_profile_and_teacher_through_real_processes_exit_2(tmp_path):

@@ -8,11 +8,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import search.runner as runner
-from search.cost_aware import CostAwareSampler, _GaussianProcess, expected_hvi
-from search.pareto import hypervolume
-from search.spec import parse_spec
-from spaces import Candidate, space
+import hwsearch.search.engine._runner as runner
+from hwsearch.search.algorithms._cost_aware import CostAwareSampler, _GaussianProcess, expected_hvi
+from hwsearch.search.algorithms._pareto import hypervolume
+from hwsearch.search.spec import parse_spec
+from hwsearch.spaces import Candidate, space
 from tests.conftest import tiny_spec
 from tests.search.test_search import median_size
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.datasets import DatasetError, load_dataset
-from search.spec import DatasetSpec
+from hwsearch.search.spec import DatasetSpec
+from hwsearch.search.training._datasets import DatasetError, load_dataset
 
 
 def test_digits_is_bundled_split_and_normalised():
@@ -40,7 +40,7 @@ def test_npz_in_any_layout(tmp_path):
 
 def test_imagefolder_reads_png_and_jpeg(tmp_path):
     rng = np.random.default_rng(0)
-    for ci, cls in enumerate(["cat", "dog"]):
+    for cls in ["cat", "dog"]:
         (tmp_path / cls).mkdir()
         for i in range(12):
             img = Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8))
@@ -83,3 +83,28 @@ def test_a_single_class_is_refused(tmp_path):
     np.savez(tmp_path / "one.npz", x=np.zeros((30, 8, 8), np.uint8), y=np.zeros(30, np.int64))
     with pytest.raises(DatasetError, match="at least 2 are needed"):
         load_dataset(DatasetSpec(name="npz", path=tmp_path / "one.npz"), seed=0)
+
+
+def test_the_imagefolder_example_reads_a_folder_of_class_folders(tmp_path):
+    """examples/imagefolder.yaml, copied next to three class folders of mixed-size images, as
+    its comments tell a user to: the spec validates and the dataset loads at its image_size."""
+    import shutil
+
+    import yaml
+
+    from hwsearch.search.spec import load_spec
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "examples" / "imagefolder.yaml", tmp_path / "imagefolder.yaml")
+    rng = np.random.default_rng(0)
+    for cls in ("bird", "cat", "dog"):
+        (tmp_path / "my-images" / cls).mkdir(parents=True)
+        for i in range(10):
+            side = int(rng.integers(20, 60))
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+                tmp_path / "my-images" / cls / f"{i}.png")
+    spec = load_spec(tmp_path / "imagefolder.yaml")
+    data = load_dataset(spec.dataset, spec.data_seed)
+    assert data.classes == ("bird", "cat", "dog") and data.input_shape == (3, 32, 32)
+    assert len(data.y_train) + len(data.y_val) == 30 and sorted(set(data.y_val.tolist())) == [0, 1, 2]
+    assert yaml.safe_load((REPO / "examples" / "imagefolder.yaml").read_text())["dataset"]["path"] == "my-images"

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-import search.runner as runner
-from search.results import RunResults
-from search.spec import parse_spec
-from search.study import RunLocked, load_study, run_lock
+import hwsearch.search.engine._runner as runner
+from hwsearch.search.outputs._results import RunResults
+from hwsearch.search.spec import parse_spec
+from hwsearch.search.study._study import RunLocked, load_study, run_lock
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 
 pytestmark = pytest.mark.slow

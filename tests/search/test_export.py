@@ -12,11 +12,18 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from search.export import (CARD_FILE, FP32_FILE, INT8_FILE, ExportError, RunContext, export_trial,
-                           raw_pixels)
-from search.results import RunResults
-from search.runner import run_search
-from search.spec import parse_spec
+from hwsearch.search.engine._runner import run_search
+from hwsearch.search.outputs._export import (
+    CARD_FILE,
+    FP32_FILE,
+    INT8_FILE,
+    ExportError,
+    RunContext,
+    export_trial,
+    raw_pixels,
+)
+from hwsearch.search.outputs._results import RunResults
+from hwsearch.search.spec import parse_spec
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 
 # 4-bit weights everywhere (the stem and classifier stay at 8, as the plan rules), activations
@@ -66,7 +73,7 @@ def test_card_records_the_checks_and_hashes_every_model(exported):
 
 
 def test_4bit_weights_stay_on_their_grid(exported):
-    from targets.onnx_graph import WEIGHT_GRIDS
+    from hwsearch.targets._onnx_graph import WEIGHT_GRIDS
 
     fp32, int8 = onnx.load(exported.files[FP32_FILE]), onnx.load(exported.files[INT8_FILE])
     grids = json.loads({p.key: p.value for p in fp32.metadata_props}[WEIGHT_GRIDS])
@@ -92,13 +99,14 @@ def test_models_run_with_numpy_and_onnxruntime_alone(exported, run, tmp_path):
         import sys
         import numpy as np
         import onnxruntime as ort
-        x = np.load({str(tmp_path / 'pixels.npy')!r})
+        x = np.load({str(tmp_path / "pixels.npy")!r})
         for name in ({FP32_FILE!r}, {INT8_FILE!r}):
             s = ort.InferenceSession({str(exported.out_dir)!r} + '/' + name, providers=['CPUExecutionProvider'])
             np.save({str(tmp_path)!r} + '/' + name + '.npy', s.run(None, {{'pixels': x}})[0].argmax(1))
             # the dynamic batch: one image at a time gives the same answer
-            assert (s.run(None, {{'pixels': x[:1]}})[0].argmax(1) == np.load({str(tmp_path)!r} + '/' + name + '.npy')[:1]).all()
-        heavy = sorted(m for m in ('torch', 'search', 'spaces', 'targets', 'PIL') if m in sys.modules)
+            expected = np.load({str(tmp_path)!r} + '/' + name + '.npy')[:1]
+            assert (s.run(None, {{'pixels': x[:1]}})[0].argmax(1) == expected).all()
+        heavy = sorted(m for m in ('torch', 'hwsearch', 'search', 'spaces', 'targets', 'PIL') if m in sys.modules)
         assert not heavy, heavy
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)

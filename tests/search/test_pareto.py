@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from search.early_stopping import ParetoHalving, rungs_for
-from search.pareto import crowding_distances, dominates, hypervolume, nondominated_ranks
-from search.results import Row
-from search.results import hypervolume as run_hypervolume
+from hwsearch.search.algorithms._early_stopping import ParetoHalving, rungs_for
+from hwsearch.search.algorithms._pareto import crowding_distances, dominates, hypervolume, nondominated_ranks
+from hwsearch.search.outputs._results import Row
+from hwsearch.search.outputs._results import normalized_hypervolume as run_hypervolume
 
 
 def brute_force_hypervolume(points, reference, steps=40):

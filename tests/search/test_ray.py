@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from search.study import load_study
-from tests.conftest import REPO, hwsearch_cmd, tiny_spec
+from hwsearch.search.study._study import load_study
+from tests.conftest import REPO, hwsearch_cmd, stop_processes_mentioning, tiny_spec
 from tests.search.test_executors import check_the_search_went_on, processes, run_and_kill_a_worker
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,8 @@ def ray_head(tmp_path_factory):
         try:
             yield f"127.0.0.1:{port}"
         finally:
-            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+            # this head's processes only (they all run under its temp dir), not every Ray on the host
+            stop_processes_mentioning(str(temp))
             shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -24,9 +24,16 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search.results import RunResults
-from search.study import (JOURNAL, CorruptJournal, TornRecordWarning, counts_toward_budget, load_study,
-                          recover_interrupted, storage_for)
+from hwsearch.search.outputs._results import RunResults
+from hwsearch.search.study._study import (
+    JOURNAL,
+    CorruptJournal,
+    TornRecordWarning,
+    counts_toward_budget,
+    load_study,
+    recover_interrupted,
+    storage_for,
+)
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 from tests.search.test_executors import check_the_search_went_on, processes
 from tests.search.test_ray import ray_head  # noqa: F401  (a fixture: a Ray head on 127.0.0.1)
@@ -97,14 +104,14 @@ def check_nothing_lost(study: optuna.Study, seen: dict[int, tuple]) -> dict[int,
 
 
 # A Python process that has imported what ``hwsearch run`` imports, and forks a child per start
-# that runs the CLI's ``main(argv)``, as ``python -m search.cli`` does: a start costs milliseconds
+# that runs the CLI's ``main(argv)``, as ``python -m hwsearch.search.cli`` does: a start costs milliseconds
 # instead of the seconds of importing torch, sklearn, onnxruntime and optuna again (and of torch's
 # lazy import of its compiler on the first optimizer step). It forks before anything has run on
 # torch's or onnxruntime's thread pools (torch's DataLoader, too, forks after importing torch).
 _FORKER = r"""
 import json, os, signal, sys, traceback
 import onnxruntime, optuna, sklearn.datasets, torch._dynamo  # noqa: F401  (what a trial loads lazily)
-import search.cli, search.runner, targets  # noqa: F401
+import hwsearch.search.cli, hwsearch.search.engine._runner, targets  # noqa: F401
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
 print("ready", flush=True)
 for line in sys.stdin:
@@ -116,7 +123,7 @@ for line in sys.stdin:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         code = 1
         try:
-            code = search.cli.main(argv)
+            code = hwsearch.search.cli.main(argv)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -128,7 +135,7 @@ for line in sys.stdin:
 
 class Launcher:
     """Starts ``hwsearch run ARGS`` processes, forked from :data:`_FORKER` (started on first use),
-    or (``fresh``) as new interpreters, ``python -m search.cli run ARGS``. Use as a context manager."""
+    or (``fresh``) as new interpreters, ``python -m hwsearch.search.cli run ARGS``. Use as a context manager."""
 
     def __init__(self, fresh: bool = False) -> None:
         self.fresh = fresh
@@ -243,7 +250,7 @@ def test_a_search_killed_20_times_at_random_moments_loses_no_finished_trial(tmp_
 
 # ---------------------------------------------------------------- a Ray worker killed mid-run
 
-def test_a_ray_worker_killed_mid_run_loses_no_finished_trial(ray_head, tmp_path):
+def test_a_ray_worker_killed_mid_run_loses_no_finished_trial(ray_head, tmp_path):  # noqa: F811 (the fixture)
     """tests/search/test_ray.py kills a Ray worker and checks the search went on; this also checks
     that what was completed before the kill is kept with its values."""
     spec = tmp_path / "spec.yaml"
@@ -281,8 +288,8 @@ def test_a_ray_worker_killed_mid_run_loses_no_finished_trial(ray_head, tmp_path)
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory) -> bytes:
     """The journal of a real 6-trial search."""
-    import search.runner as runner
-    from search.spec import parse_spec
+    import hwsearch.search.engine._runner as runner
+    from hwsearch.search.spec import parse_spec
 
     run_dir = tmp_path_factory.mktemp("journal")
     runner.run_search(parse_spec(kill_spec(trials=6)), run_dir, progress=False, log=lambda m: None)
@@ -424,8 +431,8 @@ def test_a_journal_damaged_before_its_end_is_an_error_for_readers_and_the_driver
 
 
 def test_the_cli_exits_2_with_one_line_on_a_damaged_journal_or_a_run_it_cannot_continue(journal, tmp_path, capsys):
-    from search.cli import EXIT_BAD_INPUT, main
-    from search.spec import parse_spec
+    from hwsearch.search.cli import EXIT_BAD_INPUT, main
+    from hwsearch.search.spec import parse_spec
 
     lines = journal.splitlines(keepends=True)
     damaged_dir = tmp_path / "damaged"

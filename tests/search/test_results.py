@@ -8,11 +8,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search.pareto import hypervolume
-from search.results import RunResults, storage_stamp, study_names
-from search.study import JOURNAL, storage_for
-from spaces import Candidate, build_plan
-from targets import UnpriceableError, get_target
+from hwsearch.search.algorithms._pareto import hypervolume
+from hwsearch.search.outputs._results import RunResults, storage_stamp, study_names
+from hwsearch.search.study._study import JOURNAL, storage_for
+from hwsearch.spaces import Candidate, build_plan
+from hwsearch.targets import UnpriceableError, get_target
 
 PRICED = ["c8:ir_r1_k3_e1_c8_re_w8a8:ir_r1_k3_e3_c16_re_w8a8:ir_r1_k3_e3_c24_re_p0.5_w8a8",
           "c16:ir_r1_k5_e1_c16_se_hs_w4a32:ir_r2_k3_e6_c32_re_w8a32:ir_r1_k5_e3_c48_hs_w8a32:kd_t2.0_a0.5",

@@ -13,14 +13,14 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-import search.runner as runner
-from search.datasets import load_dataset
-from search.evaluate import TrainSettings, TrialFailed, accuracy, evaluate, evaluation_steps
-from search.results import RunResults
-from search.spec import parse_spec
-from search.study import load_study
-from spaces import Candidate, build_plan, network, space
-from targets.cost import size_kb
+import hwsearch.search.engine._runner as runner
+from hwsearch.search.outputs._results import RunResults
+from hwsearch.search.spec import parse_spec
+from hwsearch.search.study._study import load_study
+from hwsearch.search.training._datasets import load_dataset
+from hwsearch.search.training._evaluate import TrainSettings, TrialFailed, accuracy, evaluate, evaluation_steps
+from hwsearch.spaces import Candidate, build_plan, network, space
+from hwsearch.targets._cost import size_kb
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 
 pytestmark = pytest.mark.slow

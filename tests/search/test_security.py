@@ -26,15 +26,15 @@ import pytest
 import torch
 import yaml
 
-from search.datasets import DatasetError, load_dataset
-from search.export import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, RunContext, export_trial
-from search.results import RunResults
-from search.runner import run_search
-from search.spec import DatasetSpec, SpecError, load_spec, parse_spec
-from search.study import JOURNAL
-from search.teacher import TeacherError, teacher_logits
-from targets import get_target
-from targets.profile import ProfileError
+from hwsearch.search.engine._runner import run_search
+from hwsearch.search.outputs._export import CARD_FILE, FP32_FILE, INT8_FILE, ExportError, RunContext, export_trial
+from hwsearch.search.outputs._results import RunResults
+from hwsearch.search.spec import DatasetSpec, SpecError, load_spec, parse_spec
+from hwsearch.search.study._study import JOURNAL
+from hwsearch.search.training._datasets import DatasetError, load_dataset
+from hwsearch.search.training._teacher import TeacherError, teacher_logits
+from hwsearch.targets import get_target
+from hwsearch.targets._profile_format import ProfileError
 from tests.app.conftest import PRICED_SPACE
 from tests.conftest import REPO, hwsearch_cmd, stop_process, tiny_spec
 
@@ -108,8 +108,8 @@ def test_hwsearch_app_listens_on_this_machine_only():
 def test_the_local_ray_a_run_starts_refuses_a_client_without_its_token(tmp_path, monkeypatch):
     import ray
 
-    from search.evaluate import TrainSettings
-    from search.executors import RayExecutor, WorkerSetup
+    from hwsearch.search.engine._executors import RayExecutor, WorkerSetup
+    from hwsearch.search.training._evaluate import TrainSettings
 
     # Ray's defaults, with a home of the test's own (where ray.init keeps the token it makes)
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):

@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from search.spec import SpecError, load_spec, parse_spec
+from hwsearch.search.spec import SpecError, load_spec, parse_spec
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 
 
@@ -48,9 +48,9 @@ def test_bad_spec_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr
     assert len(lines) == 3
-    assert any(l.startswith("error: search.sampler:") and "'bayes'" in l for l in lines)
-    assert any(l.startswith("error: search.trials:") and "given 0" in l for l in lines)
-    assert any(l.startswith("error: space.kernels.0:") for l in lines)
+    assert any(line.startswith("error: search.sampler:") and "'bayes'" in line for line in lines)
+    assert any(line.startswith("error: search.trials:") and "given 0" in line for line in lines)
+    assert any(line.startswith("error: space.kernels.0:") for line in lines)
 
 
 def test_unreadable_yaml_and_missing_file_exit_2(tmp_path):
@@ -67,7 +67,7 @@ def test_unreachable_budget_is_reported_before_anything_trains(tmp_path):
     out = run_cli("run", str(spec), "--out", str(tmp_path / "run"))
     assert out.returncode == 2
     assert "budget.size_kb: 0.01 cannot be met" in out.stderr and "cheapest" in out.stderr
-    assert not (tmp_path / "run" / "teacher").exists()
+    assert not (tmp_path / "run").exists()  # a run that failed before its first trial leaves nothing behind
 
 
 def test_validate_reports_size_feasible_share_and_cheapest_cost(tmp_path):
@@ -90,7 +90,7 @@ def test_relative_paths_resolve_against_the_spec_file(tmp_path):
 def test_spec_schema_is_json_and_help_is_light():
     out = run_cli("spec-schema")
     assert out.returncode == 0 and "budget" in json.loads(out.stdout)["properties"]
-    probe = ("import sys, search.cli; search.cli.build_parser().format_help(); "
+    probe = ("import sys, hwsearch.search.cli; hwsearch.search.cli.build_parser().format_help(); "
              "print(sorted(m for m in ('torch', 'ray', 'onnxruntime', 'streamlit', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]"

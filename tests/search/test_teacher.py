@@ -3,9 +3,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from search.datasets import load_dataset
-from search.spec import parse_spec
-from search.teacher import TeacherError, teacher_candidate, teacher_logits
+from hwsearch.search.spec import parse_spec
+from hwsearch.search.training._datasets import load_dataset
+from hwsearch.search.training._teacher import TeacherError, teacher_candidate, teacher_logits
 from tests.conftest import tiny_spec
 
 

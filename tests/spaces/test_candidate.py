@@ -2,7 +2,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from spaces import Candidate, SpaceSpec, Stage, extremes, params_of, space
+from hwsearch.spaces import Candidate, SpaceSpec, Stage, extremes, params_of, space
 from tests.conftest import TINY_SPACE
 
 

@@ -2,8 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spaces import Candidate, build_plan
-from spaces import network
+from hwsearch.spaces import Candidate, build_plan, network
 
 
 def make(cand: str, shape=(1, 8, 8), classes=10, seed=0):
@@ -119,7 +118,7 @@ def test_distillation_loss_at_alpha_one_is_scaled_kl_and_zero_for_identical_logi
 def test_plan_params_match_the_built_pruned_network_for_random_candidates():
     import optuna
 
-    from spaces import SpaceSpec, space
+    from hwsearch.spaces import SpaceSpec, space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))

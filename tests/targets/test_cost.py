@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from spaces import Candidate, build_plan
-from targets import Cost, Latency, Profile, ProfileError, UnpriceableError, get_target, layer_key, list_targets
-from targets.cost import network_macs, peak_memory_kb, size_kb
-from targets.profiled import LocalCpuTarget, ProfileTarget
+from hwsearch.spaces import Candidate, build_plan
+from hwsearch.targets import Cost, Latency, Profile, ProfileError, UnpriceableError, get_target, layer_key, list_targets
+from hwsearch.targets._cost import network_macs, peak_memory_kb, size_kb
+from hwsearch.targets._profile_targets import LocalCpuTarget, ProfileTarget
 
 CAND = "c8:ir_r1_k3_e3_c8_re_p0.5_w8a8:ir_r2_k3_e4_c16_se_hs_w4a32"
 
@@ -52,7 +52,7 @@ def test_local_cpu_measures_with_onnxruntime_and_caches(tmp_path):
     assert all(ms > 0 for _, ms in cost.blocks)
     saved = Profile.load(tmp_path / "p.json")
     assert saved.device.measured and saved.device.threads == 1
-    assert {layer_key(l) for l in plan.layers} <= set(saved.entries)
+    assert {layer_key(layer) for layer in plan.layers} <= set(saved.entries)
     assert all(e.count >= 50 for e in saved.entries.values())  # many timed repeats
     again = LocalCpuTarget(threads=1, path=tmp_path / "p.json")  # loads instead of measuring
     assert again.price(plan) == cost
@@ -111,7 +111,7 @@ def test_network_macs_match_the_multiply_adds_the_built_pruned_network_performs(
     import optuna
     import torch
 
-    from spaces import SpaceSpec, network, space
+    from hwsearch.spaces import SpaceSpec, network, space
 
     def count(module, inputs, output):
         if isinstance(module, torch.nn.Conv2d):

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from spaces import Candidate, build_plan
-from targets.measure import Meter, random_feed, session
-from targets.onnx_graph import identity_model, network_model, random_network_weights
-from targets.profile import Entry, Profile, SelfCheck
-from targets.profiled import LocalCpuTarget, ProfileTarget, host_name, new_profile
+from hwsearch.spaces import Candidate, build_plan
+from hwsearch.targets._meter import Meter, random_feed, session
+from hwsearch.targets._onnx_graph import identity_model, network_model, random_network_weights
+from hwsearch.targets._profile_format import Entry, Profile, SelfCheck
+from hwsearch.targets._profile_targets import LocalCpuTarget, ProfileTarget, host_name, new_profile
 
 SHAPE = (1, 8, 8)
 
@@ -68,7 +68,7 @@ def test_random_feed_matches_the_input_type():
 def test_rescaling_a_profile_scales_every_price_alike():
     p = new_profile("test-device")
     plan = build_plan(Candidate.from_string("c8:ir_r1_k3_e3_c8_re_w8a8:ir_r1_k3_e1_c16_re_w32a32"), SHAPE, 10)
-    from targets.profile import block_key
+    from hwsearch.targets._profile_format import block_key
 
     for layer in plan.layers:
         p.add(block_key(layer), Entry(mean_ms=0.003, std_ms=0.0001, count=10))
@@ -84,10 +84,10 @@ def test_rescaling_a_profile_scales_every_price_alike():
 def test_targets_shows_the_self_check(tmp_path, monkeypatch, capsys):
     import onnxruntime as ort
 
-    from search.cli import main
+    from hwsearch.search.cli import main
 
     monkeypatch.setenv("HWSEARCH_CACHE", str(tmp_path))
-    from targets import registry
+    from hwsearch.targets import _registry as registry
 
     monkeypatch.setattr(registry, "_CACHE", {})
     p = new_profile("local-cpu")

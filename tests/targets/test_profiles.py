@@ -10,16 +10,17 @@ import onnx
 import pytest
 import yaml
 
-from spaces import Candidate, SpaceSpec, build_plan
-from spaces.plan import reachable_layers
-from targets import Profile, ProfileError, UnpriceableError
-from targets.cost import precision_of
-from targets.estimate import DEVICES, estimate_profile, shipped_layers
-from targets.measure import session
-from targets.onnx_graph import layer_model, network_model, random_network_weights, random_weights
-from targets.profile import FEATURES, BlockKey, Calibration, Entry, Sample, block_key
-from targets.profiled import ProfileTarget, new_profile
-from targets.profiler import MAX_GRID_RATIO, describe_check, fit_calibration, profile_space, select_grid
+from hwsearch.search.spec import load_spec
+from hwsearch.spaces import Candidate, SpaceSpec, build_plan
+from hwsearch.spaces._plan import reachable_layers
+from hwsearch.targets import Profile, ProfileError, UnpriceableError
+from hwsearch.targets._cost import precision_of
+from hwsearch.targets._estimate import DEVICES, estimate_profile, shipped_layers
+from hwsearch.targets._meter import session
+from hwsearch.targets._onnx_graph import layer_model, network_model, random_network_weights, random_weights
+from hwsearch.targets._profile_format import FEATURES, BlockKey, Calibration, Entry, Sample, block_key
+from hwsearch.targets._profile_targets import ProfileTarget, new_profile
+from hwsearch.targets._profiling import MAX_GRID_RATIO, describe_check, fit_calibration, profile_space, select_grid
 from tests.conftest import REPO, TINY_SPACE, hwsearch_cmd, tiny_spec
 
 TINY = SpaceSpec(**TINY_SPACE)
@@ -75,7 +76,7 @@ def test_every_reachable_layer_has_a_key_that_parses_back():
 def test_reachable_layers_cover_every_sampled_candidate():
     import optuna
 
-    from spaces import space
+    from hwsearch.spaces import space
 
     keys = {block_key(layer) for layer in reachable_layers(TINY, SHAPE, 10)}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
@@ -269,24 +270,29 @@ def test_targets_lists_measured_and_estimated_profiles():
 
 
 def test_estimated_profiles_say_what_they_rest_on():
-    from targets.registry import SHIPPED
+    from hwsearch.targets._registry import SHIPPED
 
+    quickstart = (load_spec(REPO / "examples" / "quickstart.yaml").space, (1, 8, 8), 10)
     for dev in DEVICES:
         p = Profile.load(SHIPPED / f"{dev.name}.json")
         assert not p.device.measured and len(p.device.sources) >= 4
-        assert p.entries == estimate_profile(dev, shipped_layers()).entries  # the file is what the code derives
+        # the file is what the code derives
+        assert p.entries == estimate_profile(dev, shipped_layers([quickstart])).entries
     slow = Profile.load(SHIPPED / "mcu-m7.json")
     fast = Profile.load(SHIPPED / "phone-a78.json")
-    plan = build_plan(Candidate.from_string("c16:ir_r2_k3_e4_c24_re_w8a8:ir_r2_k3_e4_c32_re_w8a8:ir_r2_k3_e4_c48_re_w8a8"),
-                      (3, 32, 32), 10)
+    plan = build_plan(
+        Candidate.from_string("c16:ir_r2_k3_e4_c24_re_w8a8:ir_r2_k3_e4_c32_re_w8a8:ir_r2_k3_e4_c48_re_w8a8"),
+        (3, 32, 32),
+        10,
+    )
     assert ProfileTarget(slow).price(plan).latency_ms > 10 * ProfileTarget(fast).price(plan).latency_ms
 
 
 @pytest.mark.slow
 def test_a_finished_run_is_repriced_on_another_target_without_retraining(tmp_path):
-    import search.runner as runner
-    from search.results import RunResults
-    from search.spec import parse_spec
+    import hwsearch.search.engine._runner as runner
+    from hwsearch.search.outputs._results import RunResults
+    from hwsearch.search.spec import parse_spec
 
     spec = parse_spec(tiny_spec(search={"trials": 5}))
     runner.run_search(spec, tmp_path / "run", progress=False, log=lambda m: None)
@@ -308,3 +314,22 @@ def test_a_finished_run_is_repriced_on_another_target_without_retraining(tmp_pat
     bad = subprocess.run(hwsearch_cmd() + ["pareto", str(tmp_path / "run"), "--target", "mcu-m7"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no latency for layer" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_estimate_command_writes_where_it_is_told_and_nowhere_else(tmp_path):
+    from hwsearch.targets._registry import SHIPPED
+
+    before = {f.name: f.stat().st_mtime_ns for f in SHIPPED.iterdir()}
+    cli = hwsearch_cmd()
+    r = subprocess.run([*cli, "estimate", "--out", str(tmp_path / "est"), "--input", "1,8,8", "--classes", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    written = sorted(f.name for f in (tmp_path / "est").iterdir())
+    assert written == sorted(f"{dev.name}.json" for dev in DEVICES)
+    extra = (SpaceSpec(), (1, 8, 8), 3)
+    mcu = next(d for d in DEVICES if d.name == "mcu-m7")
+    assert (
+        Profile.load(tmp_path / "est" / "mcu-m7.json").entries == estimate_profile(mcu, shipped_layers([extra])).entries
+    )
+    assert {f.name: f.stat().st_mtime_ns for f in SHIPPED.iterdir()} == before  # the package is left alone
+    assert "usage" in subprocess.run([*cli, "estimate", "--help"], capture_output=True, text=True).stdout

@@ -1,0 +1,42 @@
+"""The worker side: datasets by name, the training and evaluation of one candidate (train dense,
+prune, fold, quantize, fine-tune, distil), and the distillation teacher.
+
+Owns what runs inside a trial's process. Must not import the study, the algorithms, the engine
+or the outputs: a worker never sees the study. torch loads only with the names of the training
+itself, so that datasets and their errors stay light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hwsearch._lazy import lazy_exports
+from hwsearch.search.training._datasets import (
+    Data,
+    DatasetError,
+    DataSource,
+    dataset_sources,
+    load_dataset,
+    register_dataset,
+)
+from hwsearch.search.training._teacher import TeacherError, check_teacher, teacher_candidate, teacher_logits
+
+if TYPE_CHECKING:
+    from hwsearch.search.training._evaluate import (
+        Evaluation,
+        TrainSettings,
+        TrialFailed,
+        evaluate,
+        evaluation_steps,
+        predict_logits,
+        resolve_device,
+        trained_network,
+    )
+
+__getattr__ = lazy_exports(__name__, {"._evaluate": (
+    "Evaluation", "TrainSettings", "TrialFailed", "evaluate", "evaluation_steps", "predict_logits", "resolve_device",
+    "trained_network")})
+
+__all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "TeacherError", "TrainSettings", "TrialFailed",
+           "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset", "predict_logits",
+           "register_dataset", "resolve_device", "teacher_candidate", "teacher_logits", "trained_network"]

@@ -1,0 +1,191 @@
+"""Evaluate one candidate: the classic deployment pipeline, searched jointly.
+
+train dense (distilling from the teacher) -> prune (channels physically removed) -> fold batch
+norm -> quantization-aware fine-tuning at the candidate's bit widths -> validation accuracy.
+
+Deterministic for a given seed on one device: initialisation and batch order come from a torch
+generator seeded by the caller, nothing reads a global random state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hwsearch.search.errors import SearchError
+from hwsearch.search.training._datasets import Data
+from hwsearch.spaces._candidate import Candidate
+from hwsearch.spaces._plan import build_plan
+
+
+class TrialFailed(SearchError, RuntimeError):
+    """Training could not produce a usable network (e.g. the loss became NaN)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 8
+    finetune_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 3e-3
+    device: str = "cpu"
+    # "qat": fine-tune with the quantizers on (the search's pipeline). "ptq": fine-tune the pruned
+    # network in float, then quantize it after training, only calibrating activation ranges
+    # (post-training quantization, the hand-made pipeline the benchmarks compare against).
+    quantization: str = "qat"
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    curve: list[dict] = field(default_factory=list)  # one entry per epoch: phase, epoch, loss, val_accuracy
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    state_dict: dict | None = None  # final (pruned, folded, quantization-aware) weights
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA device")
+    return name
+
+
+@torch.no_grad()
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    net.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int((net(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+    return correct / max(1, len(x))
+
+
+def _epochs(net, phase: str, n: int, lr: float, data: tuple, teacher: torch.Tensor | None,
+            cand: Candidate, settings: TrainSettings, gen: torch.Generator, curve: list):
+    """Train ``n`` epochs; after each, append to ``curve`` and yield (epoch, validation accuracy)."""
+    from hwsearch.spaces.network import distillation_loss
+
+    x, y, xv, yv = data
+    if n == 0:
+        return
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = n * math.ceil(len(x) / settings.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    alpha = cand.alpha if teacher is not None else 0.0
+    for epoch in range(n):
+        net.train()
+        perm = torch.randperm(len(x), generator=gen).to(x.device)
+        total, count = 0.0, 0
+        for i in range(0, len(x), settings.batch_size):
+            idx = perm[i:i + settings.batch_size]
+            logits = net(x[idx])
+            loss = distillation_loss(logits, teacher[idx] if teacher is not None else None, y[idx],
+                                     cand.temperature, alpha)
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss became {loss.item()} in {phase} epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        val = accuracy(net, xv, yv)
+        curve.append({"phase": phase, "epoch": epoch + 1, "loss": total / count, "val_accuracy": val})
+        yield epoch + 1, val
+
+
+@torch.no_grad()
+def _calibrate(net, x: torch.Tensor, batches: int = 4, batch: int = 128) -> None:
+    """Initialise activation ranges of the fake quantizers (batch norm is folded: nothing else
+    changes in training mode)."""
+    net.train()
+    for i in range(min(batches, math.ceil(len(x) / batch))):
+        net(x[i * batch:(i + 1) * batch])
+
+
+def trained_network(candidate: Candidate, input_shape: tuple, num_classes: int, state_dict: dict | None):
+    """Rebuild the deployed form (pruned, batch norm folded, quantization on) from saved weights."""
+    from hwsearch.spaces import network
+
+    plan = build_plan(candidate, input_shape, num_classes)
+    net = network.enable_quantization(network.fold_batchnorm(network.prune(network.build(plan))))
+    if state_dict is None:
+        raise ValueError(f"{candidate.to_string()}: no trained weights to rebuild it from (keep_weights was off)")
+    net.load_state_dict(state_dict)
+    return net.eval()
+
+
+@torch.no_grad()
+def predict_logits(net: torch.nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    net.eval()
+    return torch.cat([net(torch.as_tensor(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
+
+
+def evaluate(candidate: Candidate, data: Data, teacher_logits: np.ndarray | None,
+             settings: TrainSettings, seed: int, keep_weights: bool = False) -> Evaluation:
+    """Train, prune, quantize and score ``candidate``. Raises :class:`TrialFailed` on NaN loss."""
+    steps = evaluation_steps(candidate, data, teacher_logits, settings, seed, keep_weights)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def evaluation_steps(candidate: Candidate, data: Data, teacher_logits: np.ndarray | None,
+                     settings: TrainSettings, seed: int, keep_weights: bool = False
+                     ) -> Generator[tuple[int, float], None, Evaluation]:
+    """:func:`evaluate` as a generator, for early stopping: it yields ``(epoch, validation
+    accuracy)`` after each dense epoch and returns the :class:`Evaluation`. Whoever drives it may
+    stop at any yield (the candidate is then abandoned); driven to the end, it gives exactly what
+    :func:`evaluate` gives."""
+    from hwsearch.spaces import network
+
+    device = resolve_device(settings.device)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = tuple(torch.as_tensor(a, device=device) for a in
+                    (data.x_train, data.y_train, data.x_val, data.y_val))
+    teacher = None
+    if candidate.distils:
+        if teacher_logits is None:
+            raise ValueError("the candidate distils but no teacher logits were given")
+        teacher = torch.as_tensor(teacher_logits, device=device, dtype=torch.float32)
+    plan = build_plan(candidate, data.input_shape, data.num_classes)
+    curve: list[dict] = []
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    net = network.build(plan, gen).to(device)
+    yield from _epochs(net, "dense", settings.epochs, settings.lr, tensors, teacher, candidate, settings,
+                       gen, curve)
+    timings["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    net.eval()
+    net = network.fold_batchnorm(network.prune(net))
+    timings["prune_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if settings.quantization not in ("qat", "ptq"):
+        raise ValueError(f"quantization must be 'qat' or 'ptq', got {settings.quantization!r}")
+    if settings.quantization == "qat":
+        network.enable_quantization(net)
+        _calibrate(net, tensors[0])
+    for _ in _epochs(net, "finetune", settings.finetune_epochs, settings.lr * 0.3, tensors, teacher,
+                     candidate, settings, gen, curve):
+        pass
+    if settings.quantization == "ptq":
+        network.enable_quantization(net)
+        _calibrate(net, tensors[0])
+    acc = accuracy(net, tensors[2], tensors[3])
+    timings["finetune_s"] = time.perf_counter() - t0
+    if not math.isfinite(acc):
+        raise TrialFailed("validation accuracy is not finite")
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()} if keep_weights else None
+    return Evaluation(accuracy=acc, curve=curve, timings=timings, state_dict=state)

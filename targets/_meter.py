@@ -1,0 +1,320 @@
+"""Time ONNX graphs with onnxruntime on a noisy host: against a reference, in interleaved rounds.
+
+Why not simply a median of many runs: on shared hosts (cloud VMs, a laptop running a browser) the
+speed of the CPU changes by up to 2x within a second as neighbours come and go, and SIMD-heavy
+kernels slow down more than scalar code. Measured on a 2-core Intel Xeon VM: a fixed network's
+median over 200 runs moved between 40 and 68 us within one process, and whole processes ran
+1.7x slower than others. A profile measured in one such moment and checked in another disagrees
+by that much, whatever the latency model.
+
+So a :class:`Meter` never times a graph alone. It times it in short bursts, each burst between
+two bursts of a fixed *reference network* (fp32 and int8 layers, like the graphs it measures),
+and keeps the ratio of the burst's median to the neighbouring reference's. A round visits every
+graph of a batch in turn, so slow moments hit them alike; a graph's reading is the median of its
+rounds' ratios, with a confidence interval. A round whose reference burst is far slower than the
+batch's (a spike) is dropped and measured again, never stored; a reading whose interval is wider
+than asked gets more rounds. A ratio becomes milliseconds through ``reference_ms``: the
+reference's own median time, measured when the meter starts or given (a profile keeps the value
+it was measured with, so entries measured in later processes stay on one scale).
+
+Contract: :meth:`Meter.measure` is not thread safe (one meter per thread); it returns one
+:class:`~hwsearch.targets._cost.Latency` per graph, in milliseconds, ``std_ms`` the standard error of the
+median ratio scaled to milliseconds, ``count`` the timed runs. :meth:`Meter.host` reports the
+noise of the host as the meter saw it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hwsearch.targets._cost import Latency
+from hwsearch.targets._errors import TargetError
+
+if TYPE_CHECKING:
+    import onnx
+    from onnxruntime import InferenceSession  # untyped: Any to mypy
+
+Feed = dict[str, np.ndarray]  # a session's inputs by name
+
+DEFAULT_PROVIDER = "CPUExecutionProvider"
+# The reference: a small network with fp32 and int8 stages (the kinds of kernels profiles hold),
+# about 20 us, half of it the runtime's per-call overhead. Chosen by measurement on the busy Xeon
+# VM: between its busy and quiet moments (runs 2x slower), the ratios of 22 layers and networks
+# (9 us to 0.3 ms) to it moved by 6% on average, against 14% for a 3x16x16 network of 32 us
+# (SIMD-heavy code slows down more than the runtime's scalar code) and 8% for an empty graph.
+REFERENCE_CANDIDATE = "c8:ir_r1_k3_e3_c8_re_w32a32:ir_r1_k3_e3_c16_re_w8a8:ir_r1_k3_e1_c16_hs_w32a32"
+REFERENCE_INPUT = (1, 8, 8)
+REF_RUNS = 3  # reference runs per burst (median)
+QUIET_PERCENTILE = 5  # the reference's quiet-host time: this percentile of its bursts
+GATE = 1.4  # a round counts while the reference runs within this factor of its quiet-host time ...
+WAIT_ROUNDS = 60  # ... for this many rounds of a batch; then any round not spiked counts
+SPIKE = 1.35  # a reference burst this much slower than the batch's median marks a spiked round
+OUTLIER = 1.25  # a round ratio this far (either way) from the graph's median is re-measured
+
+
+def host_name() -> str:
+    """This host's CPU model, as the OS reports it (``/proc/cpuinfo``), else the platform's name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class HostTooNoisy(TargetError, RuntimeError):
+    """The host's speed varied so much that readings could not reach the asked precision."""
+
+
+def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVIDER,
+            optimized_path: str | None = None) -> InferenceSession:
+    """An inference session with a fixed thread count and full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads > 1:
+        # Idle worker threads spin by default, also after a run returns; with many sessions timed
+        # in turn (a meter's round), each one's spinning workers steal the cores of the next:
+        # 2-thread profiling measured 552 layers in 8 minutes. Spinning is kept *within* a run (as
+        # deployed) and stopped when it returns. Measured on the 2-core Intel Xeon VM, 8 networks
+        # at 3x32x32 in 3 processes each: with spinning off altogether (every parallel op pays a
+        # worker's wake-up) a network's ratio to the reference moved by up to +-11% between
+        # processes and the reference's median burst ran at 1.7x its fastest 5%; stopped after
+        # each run, +-6% and 1.27x.
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(model_bytes, opts, providers=[provider])
+
+
+def random_feed(sess: InferenceSession, input_shape: Sequence[int] | None = None, seed: int = 0) -> Feed:
+    """A random input for a session's single input (uint8 pixels or float values)."""
+    inp = sess.get_inputs()[0]
+    shape = tuple(input_shape or [d if isinstance(d, int) else 1 for d in inp.shape])
+    rng = np.random.default_rng(seed)
+    if inp.type == "tensor(uint8)":
+        return {inp.name: rng.integers(0, 256, shape, dtype=np.uint8)}
+    return {inp.name: rng.standard_normal(shape).astype(np.float32)}
+
+
+def reference_model() -> onnx.ModelProto:
+    """The reference network's ONNX graph (fixed weights): what every reading is relative to."""
+    from hwsearch.spaces._candidate import Candidate
+    from hwsearch.spaces._plan import build_plan
+    from hwsearch.targets._onnx_graph import network_model, random_network_weights
+
+    plan = build_plan(Candidate.from_string(REFERENCE_CANDIDATE), REFERENCE_INPUT, 10)
+    return network_model(plan, random_network_weights(plan, np.random.default_rng(0)))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A graph's time relative to the reference: the median ratio of its rounds."""
+
+    ratio: float
+    sem: float  # standard error of the median ratio
+    rounds: int
+    rejected: int  # rounds dropped as spikes or outliers, and measured again
+    runs: int
+
+    @property
+    def rel_ci(self) -> float:
+        """Half-width of the ~95% interval, relative to the ratio."""
+        return 1.96 * self.sem / self.ratio
+
+
+class Meter:
+    """Times ONNX sessions against a reference network in interleaved rounds (see the module).
+
+    ``window_s`` is the length of one burst of a graph; ``rounds`` the rounds every reading gets
+    at least; up to ``max_rounds`` while its interval is wider than ``ci`` (relative half-width).
+    """
+
+    def __init__(self, threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None,
+                 rounds: int = 7, max_rounds: int = 25, window_s: float = 0.0015, ci: float = 0.03,
+                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.threads, self.provider = threads, provider
+        self.rounds, self.max_rounds, self.window_s, self.ci = rounds, max_rounds, window_s, ci
+        self._clock = clock
+        self._ref = session(reference_model().SerializeToString(), threads, provider)
+        self._ref_feed = random_feed(self._ref)
+        self.ref_bursts: list[float] = []  # every reference burst's median, ms
+        self.rejected = 0
+        self.busy_batches = 0  # batches that waited WAIT_ROUNDS rounds for a quiet host in vain
+        self.reference_ms = 0.0
+        for _ in range(20):
+            self._ref.run(None, self._ref_feed)
+        self.time_reference(30 * 2 * window_s)
+        self.reference_ms = reference_ms if reference_ms is not None else self.reference_here_ms()
+
+    def time_reference(self, seconds: float) -> None:
+        """Time the reference alone for about ``seconds`` (its bursts join the noise log)."""
+        end = self._clock() + int(seconds * 1e9)
+        while self._clock() < end:
+            self._burst_ref()
+            stop = self._clock() + int(self.window_s * 1e9)
+            while self._clock() < stop:
+                self._ref.run(None, self._ref_feed)
+
+    def _burst_ref(self) -> float:
+        run, feed, clock = self._ref.run, self._ref_feed, self._clock
+        ts: list[int] = []
+        for _ in range(REF_RUNS):
+            t0 = clock()
+            run(None, feed)
+            ts.append(clock() - t0)
+        ms = float(np.median(ts)) / 1e6
+        self.ref_bursts.append(ms)
+        return ms
+
+    def _burst(self, sess: InferenceSession, feed: Feed) -> tuple[float, int]:
+        run, clock = sess.run, self._clock
+        ts: list[int] = []
+        start = clock()
+        limit = int(self.window_s * 1e9)
+        while len(ts) < 3 or clock() - start < limit:
+            t0 = clock()
+            run(None, feed)
+            ts.append(clock() - t0)
+        return float(np.median(ts)) / 1e6, len(ts)
+
+    def quiet_ms(self) -> float:
+        """The reference's quiet-host time: the scale given, else this process's estimate."""
+        return self.reference_ms if self.reference_ms else self.reference_here_ms()
+
+    def reference_here_ms(self, since: int = 0) -> float:
+        """The reference's time on a quiet host, as seen in this process (since burst ``since``):
+        the 5th percentile of its bursts. Measured on a shared Xeon VM, it moved by 2% between
+        processes while the median moved by 35% (busy neighbours come and go; the CPU's own
+        speed does not)."""
+        return float(np.percentile(self.ref_bursts[since:], QUIET_PERCENTILE))
+
+    def host(self) -> dict[str, float]:
+        """What the meter saw of the host: the reference's median and 5th-percentile burst times
+        and their ratio (1.0 on a quiet host; 1.6 on the busy Xeon VM above), and the share of
+        rounds rejected as spikes or outliers."""
+        b = np.asarray(self.ref_bursts)
+        p5 = float(np.percentile(b, 5))
+        return {"reference_median_ms": float(np.median(b)), "reference_p5_ms": p5,
+                "noise": float(np.median(b) / p5), "bursts": len(b), "rejected_rounds": self.rejected,
+                "busy_batches": self.busy_batches}
+
+    def readings(self, sessions: Sequence[InferenceSession], feeds: Sequence[Feed] | None = None) -> list[Reading]:
+        """One :class:`Reading` per session, measured together in interleaved rounds."""
+        feeds = list(feeds) if feeds is not None else [random_feed(s) for s in sessions]
+        for s, f in zip(sessions, feeds):
+            for _ in range(3):
+                s.run(None, f)
+        ratios: list[list[float]] = [[] for _ in sessions]
+        runs, rejected = [0] * len(sessions), [0] * len(sessions)
+        todo = list(range(len(sessions)))
+        attempts = 0
+        while todo:
+            attempts += 1
+            before = self._burst_ref()
+            batch_ref = float(np.median(self.ref_bursts[-200:]))
+            # Wait for moments the host runs near its quiet speed: the ratios shift when it is busy.
+            # After WAIT_ROUNDS rounds of waiting, take what the host gives (and count it as busy).
+            limit = SPIKE * batch_ref
+            if attempts <= WAIT_ROUNDS:
+                limit = min(limit, GATE * self.quiet_ms())
+            for i in todo:
+                ms, n = self._burst(sessions[i], feeds[i])
+                after = self._burst_ref()
+                runs[i] += n
+                if max(before, after) > limit:
+                    rejected[i] += 1  # a spike or a busy moment: never stored, measured again
+                else:
+                    ratios[i].append(2 * ms / (before + after))
+                before = after
+            todo = [i for i in todo if self._needs_more(ratios[i], rejected, i)]
+            if attempts > WAIT_ROUNDS + 4 * self.max_rounds:
+                break
+        if attempts > WAIT_ROUNDS:
+            self.busy_batches += 1
+        out = []
+        for i, r in enumerate(ratios):
+            if not r:
+                raise HostTooNoisy(f"every round of a reading was spiked ({rejected[i]} rounds): the host is too "
+                                   "busy to measure; stop what else runs on it and measure again")
+            out.append(self._reading(r, rejected[i], runs[i]))
+        self.rejected += sum(rejected)
+        return out
+
+    def _needs_more(self, r: list[float], rejected: list[int], i: int) -> bool:
+        if len(r) < self.rounds:
+            return True
+        med = float(np.median(r))
+        keep = [x for x in r if med / OUTLIER <= x <= med * OUTLIER]
+        if len(keep) < len(r):  # outlying rounds are dropped and measured again
+            rejected[i] += len(r) - len(keep)
+            r[:] = keep
+            return len(r) < self.max_rounds
+        if len(r) >= self.max_rounds:
+            return False
+        return self._reading(r, 0, 0).rel_ci > self.ci
+
+    @staticmethod
+    def _reading(r: list[float], rejected: int, runs: int) -> Reading:
+        a = np.asarray(r)
+        med = float(np.median(a))
+        mad = float(np.median(np.abs(a - med))) * 1.4826
+        sem = 1.2533 * max(mad, 1e-3 * med) / np.sqrt(len(a))
+        return Reading(med, float(sem), len(a), rejected, runs)
+
+    def measure(self, models: Sequence[onnx.ModelProto | bytes],
+                input_shapes: Sequence[Sequence[int] | None] | None = None) -> list[Latency]:
+        """Latencies (ms) of ONNX models (``onnx.ModelProto`` or bytes) on random inputs."""
+        data = [m if isinstance(m, bytes) else m.SerializeToString() for m in models]
+        sessions = [session(d, self.threads, self.provider) for d in data]
+        shapes: list[Sequence[int] | None] = list(input_shapes) if input_shapes is not None else [None] * len(sessions)
+        feeds = [random_feed(s, shape) for s, shape in zip(sessions, shapes)]
+        return [self.latency(r) for r in self.readings(sessions, feeds)]
+
+    def latency(self, r: Reading) -> Latency:
+        return Latency(r.ratio * self.reference_ms, r.sem * self.reference_ms, r.runs)
+
+
+_METERS: dict[tuple[int, str], Meter] = {}
+
+
+def meter(threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None) -> Meter:
+    """A meter for these settings, shared in this process (its reference warm, its noise log
+    growing); ``reference_ms`` fixes the scale its ratios are converted with."""
+    key = (threads, provider)
+    if key not in _METERS:
+        _METERS[key] = Meter(threads, provider)
+    m = _METERS[key]
+    m.reference_ms = reference_ms if reference_ms is not None else m.reference_here_ms()
+    return m
+
+
+def time_session(sess: InferenceSession, feed: Feed, warmup: int = 10, repeats: int = 50,
+                 min_seconds: float = 0.03, max_repeats: int = 5000) -> Latency:
+    """Median of per-run wall times of one session alone, after ``warmup`` runs (no reference:
+    for quick figures only; profiles and checks use a :class:`Meter`)."""
+    run = sess.run
+    for _ in range(warmup):
+        run(None, feed)
+    times: list[int] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < max_repeats):
+        t0 = time.perf_counter_ns()
+        run(None, feed)
+        times.append(time.perf_counter_ns() - t0)
+    ms = np.asarray(times, dtype=np.float64) / 1e6
+    q1, med, q3 = np.percentile(ms, [25, 50, 75])
+    return Latency(float(med), float((q3 - q1) / 1.349), len(ms))

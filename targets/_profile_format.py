@@ -1,0 +1,417 @@
+"""Device profiles: versioned JSON files of measured (or estimated) per-layer latencies.
+
+A profile is data, validated by pydantic on load; a corrupt file or another schema version
+fails with the file and the field named. Entries are keyed by a :class:`BlockKey`, a typed key of
+everything that changes a layer's run time: kind, input size, channels, kernel, stride,
+squeeze-excite, activation, residual and the precision the runtime executes it at. Pruned widths
+between measured ones are interpolated (:meth:`Profile.lookup`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from functools import singledispatch
+from pathlib import Path
+from typing import Final, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from hwsearch.spaces._plan import LAYER_KINDS, BlockPlan, HeadPlan, Layer, StemPlan
+from hwsearch.targets._cost import Latency, precision_of
+from hwsearch.targets._errors import TargetError
+
+SCHEMA_VERSION: Final = 3
+READABLE_VERSIONS = (2, 3)  # version 2 files (no reference, no self-check) still load
+ALIGN_CAP = 16  # SIMD alignment classes: a channel count's largest power-of-two divisor, up to 16
+
+
+class ProfileError(TargetError, ValueError):
+    """A profile file that cannot be used; the message names the file and the field."""
+
+
+class UnpriceableError(TargetError, LookupError):
+    """A target has no latency for a layer configuration; the message names what is missing."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+DeviceKind = Literal["cpu", "gpu", "npu", "mcu"]
+
+
+class DeviceFacts(_Model):
+    name: str
+    kind: DeviceKind
+    runtime: str = "onnxruntime"
+    runtime_version: str
+    provider: str = "CPUExecutionProvider"
+    threads: int = Field(ge=1)
+    host: str = Field(description="the CPU or GPU model")
+    measured_at: str
+    measured: bool
+    sources: list[str] = Field(default_factory=list, description="public figures an estimate rests on")
+
+
+class BitSupport(_Model):
+    native: list[int] = Field(description="bit widths the runtime has kernels for")
+    executed_as: dict[str, str] = Field(description="bit width -> how it runs (precision and storage)")
+
+
+class Entry(_Model):
+    mean_ms: float = Field(ge=0)
+    std_ms: float = Field(ge=0)
+    count: int = Field(ge=1)
+
+    def latency(self) -> Latency:
+        return Latency(self.mean_ms, self.std_ms, self.count)
+
+    @classmethod
+    def of(cls, lat: Latency) -> Entry:
+        return cls(mean_ms=lat.mean_ms, std_ms=lat.std_ms, count=lat.count)
+
+
+class Sample(_Model):
+    """One whole network measured end to end, with the features the calibration fits."""
+
+    candidate: str
+    input_shape: tuple[int, int, int]
+    features: dict[str, float]
+    measured_ms: float = Field(gt=0)
+
+
+class Reference(_Model):
+    """The reference network every measurement of the profile is relative to (see
+    :mod:`hwsearch.targets._meter`): its ONNX graph is fixed by ``candidate`` and ``input_shape``; ``ms`` is
+    its median time when the profile was started, the scale its ratios are stored in."""
+
+    candidate: str
+    input_shape: tuple[int, int, int]
+    ms: float = Field(gt=0)
+    bursts: int = Field(
+        default=0, ge=0, description="reference bursts ``ms`` is the median of, over every measuring run"
+    )
+    noise: float = Field(ge=0, description="median / 5th-percentile burst time of the reference: 1.0 is a quiet host")
+    rejected_rounds: int = Field(default=0, ge=0, description="rounds dropped as spikes or outliers and measured again")
+    entry_ci: float | None = Field(
+        default=None, description="median ~95% interval of the entries, relative: the noise floor"
+    )
+
+
+class SelfCheck(_Model):
+    """The profile's latency model checked on fresh networks (a seed other than the fit's)."""
+
+    space: str = Field(description="fingerprint of the space, input and classes checked")
+    input_shape: tuple[int, int, int]
+    n: int
+    seed: int
+    within_10pct: float
+    mape: float
+    kendall_tau: float
+    host_drift: float = Field(description="the reference's time during the check / the profile's")
+    passed: bool
+    checked_at: str
+
+
+PASS_WITHIN_10PCT, PASS_TAU = 0.9, 0.9  # a self-check passes with this share within 10% and this tau
+
+
+KINDS = tuple(kind.kind for kind in LAYER_KINDS)  # ("stem", "ir", "head"): one per layer kind
+PRIOR = {"fp32_ms": 1.0, "int8_ms": 1.0}  # uncalibrated: the lookups' sum, as measured
+_LEGACY = {"fp32_scale": "fp32_ms", "int8_scale": "int8_ms", "fp32_ms_per_kelem": "fp32_kelems",
+           "int8_ms_per_kelem": "int8_kelems"}  # version 2 files' coefficient fields
+
+
+def layer_terms(kind: str, precision: str, lookup_ms: float, kelems: float, switch: bool) -> dict[str, float]:
+    """The features one layer adds to its network: for its precision, and for its kind at that
+    precision, the lookup's milliseconds (``_ms``), the thousands of activation values at its
+    boundary (``_kelems``) and one layer (``_layers``); ``switches`` counts a change of precision
+    from the previous layer (a quantize or dequantize the network runs there)."""
+    t: dict[str, float] = {}
+    for group in (precision, f"{kind}_{precision}"):
+        t[f"{group}_ms"] = lookup_ms
+        t[f"{group}_kelems"] = kelems
+        t[f"{group}_layers"] = 1.0
+    if switch:
+        t["switches"] = 1.0
+    return t
+
+
+FEATURES = tuple(f"{g}_{x}" for g in ("fp32", "int8", *(f"{k}_{p}" for k in KINDS for p in ("fp32", "int8")))
+                 for x in ("ms", "kelems", "layers")) + ("switches",)
+
+
+class Calibration(_Model):
+    """Whole-network model of latency from the layers' lookups, fitted on networks measured end
+    to end::
+
+        latency = sum over layers and their features f of coef[f] * f  +  overhead + offset_ms
+
+    A layer's features (:func:`layer_terms`) are its lookup, its boundary traffic and a count,
+    each once for its precision and once for its kind (stem, inverted residual, head) at that
+    precision, plus a count of precision switches. Why it is not just the lookups' sum: a layer
+    timed alone converts its input and output between the graph's layout and the kernel's
+    (NCHWc reorders, NHWC transposes) and pays a graph's fixed costs; inside a network the
+    layouts of its neighbours decide what is converted, once. The fit is least squares on
+    relative error, regularised towards the plain sum (``PRIOR``), so coefficients that the
+    networks do not pin down stay near it.
+    """
+
+    coef: dict[str, float] = Field(default_factory=lambda: dict(PRIOR))
+    offset_ms: float = 0.0
+    fitted_on: int = Field(default=0, description="networks measured end to end for the fit")
+    spaces: list[str] = Field(default_factory=list, description="fingerprints of the spaces sampled")
+    fit_mape: float | None = Field(default=None, description="mean absolute % error on the fit networks")
+    samples: list[Sample] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_2(cls, data: object) -> object:
+        if isinstance(data, dict) and any(k in data for k in _LEGACY):
+            data = dict(data)
+            coef = {"fp32_ms": 1.0, "int8_ms": 1.0}
+            for old, new in _LEGACY.items():
+                if old in data:
+                    coef[new] = data.pop(old)
+            data.setdefault("coef", coef)
+        return data
+
+    def layer_ms(self, terms: dict[str, float]) -> float:
+        """A layer's share of the network's latency, from its :func:`layer_terms`."""
+        return sum(self.coef.get(f, 0.0) * v for f, v in terms.items())
+
+
+class BlockKey(NamedTuple):
+    """The typed key of a layer's entry; its string form is the key in the file, e.g.
+    ``ir|8x8|16-48-24|k3|s1|se12|hswish|res|int8`` (``mid`` 0: no expand convolution)."""
+
+    kind: Literal["stem", "ir", "head"]
+    h: int
+    w: int
+    cin: int
+    mid: int
+    cout: int
+    kernel: int
+    stride: int
+    se: int
+    act: str
+    residual: bool
+    precision: str
+
+    def __str__(self) -> str:
+        hw = f"{self.h}x{self.w}"
+        if self.kind == "stem":
+            return f"stem|{hw}|{self.cin}-{self.cout}|k{self.kernel}|s{self.stride}|{self.act}|{self.precision}"
+        if self.kind == "head":
+            return f"head|{hw}|{self.cin}-{self.cout}|{self.precision}"
+        return (f"ir|{hw}|{self.cin}-{self.mid}-{self.cout}|k{self.kernel}|s{self.stride}|se{self.se}|"
+                f"{self.act}|{'res' if self.residual else 'nores'}|{self.precision}")
+
+    @classmethod
+    def parse(cls, text: str) -> BlockKey:
+        try:
+            f = text.split("|")
+            h, w = map(int, f[1].split("x"))
+            if f[0] == "stem" and len(f) == 7:
+                cin, cout = map(int, f[2].split("-"))
+                return cls("stem", h, w, cin, 0, cout, int(f[3][1:]), int(f[4][1:]), 0, f[5], False, f[6])
+            if f[0] == "head" and len(f) == 4:
+                cin, cout = map(int, f[2].split("-"))
+                return cls("head", h, w, cin, 0, cout, 1, 1, 0, "none", False, f[3])
+            if f[0] == "ir" and len(f) == 9 and f[7] in ("res", "nores"):
+                cin, mid, cout = map(int, f[2].split("-"))
+                return cls("ir", h, w, cin, mid, cout, int(f[3][1:]), int(f[4][1:]), int(f[5][2:]), f[6],
+                           f[7] == "res", f[8])
+        except (ValueError, IndexError):
+            pass
+        raise ValueError(f"not a layer key: {text!r} (expected e.g. 'ir|8x8|16-48-24|k3|s1|se12|relu|res|int8')")
+
+    @property
+    def family(self) -> BlockKey:
+        """The key with its expanded width left out: entries that differ only by pruning."""
+        return self._replace(mid=-1)
+
+    @property
+    def align(self) -> int:
+        """SIMD alignment class of the expanded width: kernels change with it, so latency is
+        interpolated only between widths of the same class."""
+        return min(self.mid & -self.mid, ALIGN_CAP)
+
+
+@singledispatch
+def block_key(layer: Layer) -> BlockKey:
+    """The typed profile key of a layer (one rule per layer kind)."""
+    raise TypeError(f"no profile key for a {type(layer).__name__}: register one with block_key.register")
+
+
+@block_key.register
+def _stem_key(layer: StemPlan) -> BlockKey:
+    (h, w), prec = layer.hw_in, precision_of(layer.w_bits, layer.a_bits)
+    return BlockKey(layer.kind, h, w, layer.cin, 0, layer.cout, layer.kernel, layer.stride, 0, layer.act, False, prec)
+
+
+@block_key.register
+def _block_key(b: BlockPlan) -> BlockKey:
+    (h, w), prec = b.hw_in, precision_of(b.w_bits, b.a_bits)
+    return BlockKey(b.kind, h, w, b.cin, b.cmid if b.has_expand else 0, b.cout, b.kernel, b.stride, b.se, b.act,
+                    b.residual, prec)
+
+
+@block_key.register
+def _head_key(layer: HeadPlan) -> BlockKey:
+    (h, w), prec = layer.hw_in, precision_of(layer.w_bits, layer.a_bits)
+    return BlockKey(layer.kind, h, w, layer.cin, 0, layer.num_classes, 1, 1, 0, "none", False, prec)
+
+
+def layer_key(layer: Layer) -> str:
+    """The profile key of a layer, e.g. ``ir|8x8|16-48-24|k3|s1|se12|hswish|res|int8``."""
+    return str(block_key(layer))
+
+
+class Profile(_Model):
+    schema_version: Literal[2, 3] = SCHEMA_VERSION
+    device: DeviceFacts
+    bits: BitSupport
+    overhead_ms: Entry = Field(description="fixed per-inference cost of the runtime")
+    entries: dict[str, Entry] = Field(default_factory=dict, description="layer key -> its latency alone")
+    calibration: Calibration = Field(default_factory=Calibration)
+    reference: Reference | None = Field(default=None, description="what the measurements are relative to")
+    checks: list[SelfCheck] = Field(default_factory=list, description="self-checks, one per space, newest last")
+    adapters: dict[str, Entry] = Field(default_factory=dict, description=(
+        "input adapter key (adapter_key) -> its time inside a file: raw pixels to the network's input"))
+    # (family, alignment class) -> (expanded width, entry) of the measured pruned widths, by width
+    _index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> Profile:
+        for k in self.entries:
+            BlockKey.parse(k)  # raises ValueError naming the key
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ProfileError(f"{path}: no such profile file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ProfileError(f"{path}: not a readable JSON profile ({e})") from None
+        if not isinstance(data, dict):
+            raise ProfileError(f"{path}: a profile is a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if "schema_version" not in data:
+            raise ProfileError(f"{path}: no schema_version: not an hwsearch device profile "
+                               f"(those are written by 'hwsearch profile', version {SCHEMA_VERSION})")
+        if version not in READABLE_VERSIONS:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+            advice = ("it was written by a newer hwsearch: upgrade this one" if newer else
+                      "measure the device again with 'hwsearch profile'")
+            raise ProfileError(f"{path}: schema_version is {version!r}, this hwsearch reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}; {advice}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            errors = e.errors()
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top)'}: "
+                                 f"{err['msg'].removeprefix('Value error, ')}" for err in errors[:5])
+            more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+            raise ProfileError(f"{path}: invalid profile: {problems}{more}") from None
+
+    def rescale(self, factor: float) -> None:
+        """Multiply every time in the profile by ``factor`` (a new estimate of its scale)."""
+        for e in self.entries.values():
+            e.mean_ms, e.std_ms = e.mean_ms * factor, e.std_ms * factor
+        self.overhead_ms.mean_ms *= factor
+        self.overhead_ms.std_ms *= factor
+        cal = self.calibration
+        for sample in cal.samples:
+            sample.measured_ms *= factor
+            sample.features = {k: v * factor if k.endswith("_ms") else v for k, v in sample.features.items()}
+        cal.coef = {k: v if k.endswith("_ms") else v * factor for k, v in cal.coef.items()}
+        cal.offset_ms *= factor
+        if self.reference:
+            self.reference.ms *= factor
+        self._index = None
+
+    def check_for(self, fingerprint: str) -> SelfCheck | None:
+        """The newest self-check of a space (by fingerprint), if any."""
+        return next((c for c in reversed(self.checks) if c.space == fingerprint), None)
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (a reader never sees half a file), as the current schema version."""
+        self.schema_version = SCHEMA_VERSION
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.model_dump_json(indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def add(self, key: BlockKey | str, entry: Entry) -> None:
+        text = str(key)
+        replaced = text in self.entries
+        self.entries[text] = entry
+        if self._index is not None:
+            if replaced:
+                self._index = None  # rare: rebuilt on the next lookup
+            else:
+                _index_one(self._index, BlockKey.parse(text) if isinstance(key, str) else key, entry)
+
+    def _families(self) -> dict[tuple[BlockKey, int], list[tuple[int, Entry]]]:
+        if self._index is None:
+            self._index = {}
+            for text, entry in self.entries.items():
+                _index_one(self._index, BlockKey.parse(text), entry)
+        return self._index
+
+    def lookup(self, layer: Layer) -> Latency:
+        """A layer's latency alone: its entry, or a linear interpolation in the expanded width
+        between the nearest measured widths of the same alignment class, same everything else.
+        Raises :class:`UnpriceableError` naming the key when neither exists."""
+        key = block_key(layer)
+        entry = self.entries.get(str(key))
+        if entry is not None:
+            return entry.latency()
+        if key.kind == "ir" and key.mid > 0:
+            points = self._families().get((key.family, key.align), [])
+            below = [p for p in points if p[0] < key.mid]
+            above = [p for p in points if p[0] > key.mid]
+            if below and above:
+                (m0, e0), (m1, e1) = below[-1], above[0]
+                t = (key.mid - m0) / (m1 - m0)
+                return Latency(e0.mean_ms + t * (e1.mean_ms - e0.mean_ms), max(e0.std_ms, e1.std_ms),
+                               min(e0.count, e1.count))
+            measured = ", ".join(str(m) for m, _ in points) or "none"
+            raise UnpriceableError(
+                f"no latency for layer {layer.name} ({key}) on {self.device.name!r}: expanded widths "
+                f"measured in its alignment class: {measured}; profile the space with 'hwsearch profile'")
+        raise UnpriceableError(f"no latency for layer {layer.name} ({key}) on {self.device.name!r}; "
+                               "profile the space with 'hwsearch profile'")
+
+
+def _index_one(index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]], k: BlockKey, entry: Entry) -> None:
+    if k.kind == "ir" and k.mid > 0:
+        points = index.setdefault((k.family, k.align), [])
+        points.append((k.mid, entry))
+        points.sort(key=lambda p: p[0])
+
+
+def adapter_key(input_shape: tuple[int, int, int], dtype: str) -> str:
+    """The key of an input adapter's entry, e.g. ``adapter|32x32x3|uint8`` (H x W x C pixels in)."""
+    c, h, w = input_shape
+    return f"adapter|{h}x{w}x{c}|{dtype}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

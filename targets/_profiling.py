@@ -1,0 +1,455 @@
+"""Measure a device profile with onnxruntime, on whatever host this runs on.
+
+``hwsearch profile`` calls :func:`profile_space`: it enumerates the layer configurations a space
+can reach for an input, keeps a grid of expanded (pruned) widths to measure (the rest are
+interpolated by :meth:`Profile.lookup`), times each layer alone as ONNX, then measures whole
+random networks of the space end to end and fits the profile's calibration on them. The file is
+saved every few seconds, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
+
+import numpy as np
+
+from hwsearch.spaces._plan import Layer, NetworkPlan, build_plan, reachable_layers
+from hwsearch.targets._cost import Latency
+from hwsearch.targets._meter import DEFAULT_PROVIDER, Meter, meter
+from hwsearch.targets._onnx_graph import (
+    identity_model,
+    layer_model,
+    layer_shapes,
+    network_model,
+    random_network_weights,
+    random_weights,
+)
+from hwsearch.targets._profile_format import (
+    FEATURES,
+    PASS_TAU,
+    PASS_WITHIN_10PCT,
+    PRIOR,
+    BlockKey,
+    Calibration,
+    Entry,
+    Profile,
+    Reference,
+    Sample,
+    SelfCheck,
+    adapter_key,
+    block_key,
+    now,
+)
+
+if TYPE_CHECKING:
+    from hwsearch.spaces._config import SpaceSpec
+    from hwsearch.targets._target import Progress, Target
+
+OVERHEAD_SHAPE = (1, 3, 32, 32)
+MAX_GRID_RATIO = 2.0  # measured expanded widths of one alignment class are at most 2x apart
+SAVE_EVERY_S = 5.0
+CALIBRATION_SEED = 0  # latency-check samples its networks with another seed: held-out by design
+CALIBRATION_NETWORKS = 100  # 40 left the per-kind model under-determined: 84% within 10% against 100%
+BATCH = 24  # graphs measured together, interleaved round by round
+SPREAD_POOL = 8  # calibration networks are picked across the cost range of 8x as many random ones
+
+
+def profile_meter(profile: Profile, threads: int | None = None, provider: str | None = None) -> Meter:
+    """The process's :class:`~hwsearch.targets._meter.Meter` for a profile's settings, converting to the
+    profile's scale (its reference's time when it was started)."""
+    d = profile.device
+    ref = profile.reference.ms if profile.reference else None
+    return meter(threads or d.threads, provider or d.provider, ref)
+
+
+def measure_reference(threads: int = 1, provider: str = DEFAULT_PROVIDER, seconds: float = 1.0) -> Reference:
+    """Time the reference network for about ``seconds`` (its median sets a new profile's scale)."""
+    from hwsearch.targets._meter import REFERENCE_CANDIDATE, REFERENCE_INPUT
+
+    m = meter(threads, provider)
+    m.time_reference(seconds)
+    host = m.host()
+    return Reference(candidate=REFERENCE_CANDIDATE, input_shape=REFERENCE_INPUT, ms=m.reference_here_ms(),
+                     noise=host["noise"])
+
+
+def measure_overhead(threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None) -> Latency:
+    """The runtime's fixed per-call cost: an empty graph's run time."""
+    return meter(threads, provider, reference_ms).measure([identity_model(OVERHEAD_SHAPE)], [OVERHEAD_SHAPE])[0]
+
+
+def measure_layers_alone(layers: Sequence[Layer], overhead_ms: float, m: Meter,
+                         rng: np.random.Generator | None = None) -> list[Entry]:
+    """Time layers alone, interleaved (random weights: values do not change a dense kernel's
+    speed). The per-call overhead is subtracted: a network pays it once, not once per layer."""
+    rng = rng or np.random.default_rng(0)
+    models = [layer_model(layer, random_weights(layer, rng)) for layer in layers]
+    lats = m.measure(models, [layer_shapes(layer)[0] for layer in layers])
+    return [Entry(mean_ms=max(lat.mean_ms - overhead_ms, 0.05 * lat.mean_ms), std_ms=lat.std_ms, count=lat.count)
+            for lat in lats]
+
+
+def measure_adapter(input_shape: tuple[int, int, int], dtype: str, overhead_ms: float, m: Meter) -> Entry:
+    """Time an exported file's input adapter alone (raw pixels in, normalised NCHW out), less the
+    per-call overhead; its values do not change its speed."""
+    from onnx import TensorProto
+
+    from hwsearch.targets._onnx_graph import input_adapter_model
+
+    c, h, w = input_shape
+    onnx_type = TensorProto.UINT8 if dtype == "uint8" else TensorProto.FLOAT
+    model = input_adapter_model(input_shape, 1 / 255, (0.0,) * c, (1.0,) * c, onnx_type, batch=1)
+    (lat,) = m.measure([model], [(1, h, w, c)])
+    return Entry(mean_ms=max(lat.mean_ms - overhead_ms, 0.05 * lat.mean_ms), std_ms=lat.std_ms, count=lat.count)
+
+
+def measure_networks(plans: list[NetworkPlan], m: Meter, rng: np.random.Generator | None = None) -> list[Latency]:
+    """Time whole networks end to end (random weights), as the deployed model runs, interleaved."""
+    rng = rng or np.random.default_rng(0)
+    return m.measure([network_model(p, random_network_weights(p, rng)) for p in plans],
+                     [(1, *p.input_shape) for p in plans])
+
+
+def measure_network(plan: NetworkPlan, threads: int = 1, provider: str = DEFAULT_PROVIDER,
+                    rng: np.random.Generator | None = None) -> Latency:
+    """Time one whole network end to end (random weights), as the deployed model runs."""
+    return measure_networks([plan], meter(threads, provider), rng)[0]
+
+
+def select_grid(layers: Iterable[Layer], every_width: bool = False) -> list[Layer]:
+    """The layers to measure: one per key, and of the expanded widths that differ only by pruning,
+    a grid per SIMD alignment class: its narrowest and widest, and enough between that measured
+    neighbours are at most ``MAX_GRID_RATIO`` apart. The others are interpolated."""
+    unique: dict[BlockKey, Layer] = {}
+    for layer in layers:
+        unique.setdefault(block_key(layer), layer)
+    if every_width:
+        return list(unique.values())
+    groups: dict[tuple[BlockKey, int], list[BlockKey]] = {}
+    chosen: list[Layer] = []
+    for key, layer in unique.items():
+        if key.kind == "ir" and key.mid > 0:
+            groups.setdefault((key.family, key.align), []).append(key)
+        else:
+            chosen.append(layer)
+    for keys in groups.values():
+        keys.sort(key=lambda k: k.mid)
+        kept = [keys[0]]
+        for i in range(1, len(keys)):
+            nxt = keys[i + 1] if i + 1 < len(keys) else None
+            if nxt is None or nxt.mid / kept[-1].mid > MAX_GRID_RATIO:
+                kept.append(keys[i])
+        chosen.extend(unique[k] for k in kept)
+    return chosen
+
+
+def space_fingerprint(config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int) -> str:
+    text = json.dumps([config.model_dump(mode="json"), list(input_shape), num_classes], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int, n: int, seed: int,
+                 spread: bool = False) -> list[NetworkPlan]:
+    """``n`` random candidates of the space (Optuna's random sampler, seeded), laid out.
+
+    ``spread``: half of them uniform, the other half picked evenly across the range of
+    multiply-adds of ``SPREAD_POOL`` times as many (the cheapest and the costliest included).
+    Uniform samples cluster in the middle of the space, but a search's front lives at its cheap
+    end: fitted on uniform samples only, the quickstart front's small fp32 networks came out 7-10%
+    slower than predicted; fitted on spread samples only, random networks were predicted worse
+    (92-94% within 10% instead of 98%). Half of each serves both.
+    """
+    import optuna
+
+    from hwsearch.spaces._space import space
+    from hwsearch.targets._cost import network_macs
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    pool = [build_plan(space(study.ask(), config), input_shape, num_classes)
+            for _ in range(n * SPREAD_POOL if spread else n)]
+    if not spread or n < 4:
+        return pool[:n]
+    uniform, rest = pool[:n // 2], sorted(pool[n // 2:], key=network_macs)
+    k = n - len(uniform)
+    return uniform + [rest[round(i * (len(rest) - 1) / (k - 1))] for i in range(k)]
+
+
+RIDGE = 1e-3  # regularisation towards the plain sum, per sample, on standardised features
+
+
+def fit_calibration(samples: list[Sample], overhead_ms: float, previous: Calibration | None = None) -> Calibration:
+    """Least squares on relative error, ``measured ~ sum(coef * feature) + overhead + offset``,
+    regularised towards ``PRIOR`` (the lookups' plain sum).
+
+    With fewer than 8 networks only one scale is fitted; with fewer than 4 per coefficient, only
+    the per-precision features (the kinds' are left out). The fit's error on its own networks
+    is recorded; the self-check and latency-check report the error on networks it has not seen.
+    """
+    keep = previous.model_dump(include={"spaces"}) if previous else {}
+    if not samples:
+        return Calibration(**keep)
+    y = np.array([s.measured_ms for s in samples])
+    used = [f for f in FEATURES if any(s.features.get(f, 0.0) for s in samples)]
+    if len(samples) < 4 * (len(used) + 1):
+        used = [f for f in used if f.split("_")[0] in ("fp32", "int8")]
+    feats = np.array([[s.features.get(f, 0.0) for f in used] for s in samples])
+    if len(samples) >= 8:
+        a = np.column_stack([feats, np.ones(len(y))]) / y[:, None]
+        b = (y - overhead_ms) / y
+        prior = np.array([PRIOR.get(f, 0.0) for f in used] + [0.0])
+        scale = np.sqrt((a**2).mean(axis=0)) + 1e-12
+        an, lam = a / scale, RIDGE * len(y)
+        sol = np.linalg.solve(an.T @ an + lam * np.eye(len(scale)), an.T @ b + lam * prior * scale) / scale
+        coef, offset = dict(zip(used, map(float, sol[:-1]))), float(sol[-1])
+    else:
+        ms = [f for f in used if f in PRIOR]
+        total = feats[:, [used.index(f) for f in ms]].sum(axis=1)
+        k = float(np.sum((y - overhead_ms) * total / y**2) / np.sum(total**2 / y**2))
+        coef, offset = dict.fromkeys(ms, k), 0.0
+    cal = Calibration(coef=coef, offset_ms=offset, fitted_on=len(samples), samples=samples, **keep)
+    pred = feats @ np.array([coef.get(f, 0.0) for f in used]) + overhead_ms + offset
+    cal.fit_mape = float(np.mean(np.abs(pred / y - 1)))
+    return cal
+
+
+class _Saver:
+    """Saves a profile at most every ``SAVE_EVERY_S`` seconds (atomic writes), and on demand."""
+
+    def __init__(self, profile: Profile, path: Path | None) -> None:
+        self.profile, self.path, self.last = profile, path, time.monotonic()
+
+    def tick(self, force: bool = False) -> None:
+        if self.path and (force or time.monotonic() - self.last > SAVE_EVERY_S):
+            self.profile.save(self.path)
+            self.last = time.monotonic()
+
+
+def measure_layers(profile: Profile, layers: Sequence[Layer], path: Path | None, threads: int, provider: str,
+                   progress: Progress | None = None) -> int:
+    """Measure the layers the profile has no entry for, in interleaved batches; returns how many
+    were measured. Saved every few seconds, so a killed run loses one batch at most."""
+    todo = list(
+        {str(block_key(layer)): layer for layer in layers if str(block_key(layer)) not in profile.entries}.values()
+    )
+    saver, rng, m = _Saver(profile, path), np.random.default_rng(0), profile_meter(profile, threads, provider)
+    since = len(m.ref_bursts)
+    batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
+    for batch in progress(batches, f"layer batches of {BATCH}", len(batches)) if progress else batches:
+        for layer, entry in zip(batch, measure_layers_alone(batch, profile.overhead_ms.mean_ms, m, rng)):
+            profile.add(block_key(layer), entry)
+        saver.tick()
+    note_noise(profile, m, since)
+    saver.tick(force=bool(todo))
+    return len(todo)
+
+
+def note_noise(profile: Profile, m: Meter, since: int = 0, settle: bool = True) -> None:
+    """Record in the profile what its meter saw of the host's noise, and (``settle``) its scale.
+
+    The scale (``reference.ms``) is the reference's quiet-host time (``Meter.reference_here_ms``)
+    over the profile's measuring runs, weighted by bursts: one second at the start is not enough
+    on a host whose speed changes from second to second, so each profiling or calibrating run
+    refines it and the profile's times
+    are rescaled to match (their ratios to the reference are what was measured). Layers measured
+    on first use during a search do not settle it, so prices already given do not move."""
+    ref = profile.reference
+    if ref is None:
+        return
+    bursts = m.ref_bursts[since:]
+    if bursts and settle:
+        here, n = m.reference_here_ms(since), len(bursts)
+        settled = (ref.ms * ref.bursts + here * n) / (ref.bursts + n) if ref.bursts else here
+        profile.rescale(settled / ref.ms)
+        ref.bursts += n
+        m.reference_ms = ref.ms
+    cis = [1.96 * e.std_ms / e.mean_ms for e in profile.entries.values() if e.mean_ms > 0]
+    host = m.host()
+    ref.noise = host["noise"]
+    ref.rejected_rounds = int(host["rejected_rounds"])  # a count
+    ref.entry_ci = float(np.median(cis)) if cis else None
+
+
+def calibrate(profile: Profile, lookup: Callable[[NetworkPlan], list[Latency]], config: SpaceSpec,
+              input_shape: tuple[int, int, int], num_classes: int, n: int, path: Path | None, threads: int,
+              provider: str, progress: Progress | None = None,
+              prepare: Callable[[Sequence[NetworkPlan]], None] | None = None) -> Calibration:
+    """Measure ``n`` random networks of the space end to end (those not measured yet, so a killed
+    run resumes), add them to the profile's samples, and refit its calibration on all of them.
+    ``lookup(plan)`` returns the plan's per-layer latencies; ``prepare(plans)``, if given, measures
+    beforehand what the lookups will need."""
+    from hwsearch.targets._target import network_features
+
+    fingerprint = space_fingerprint(config, input_shape, num_classes)
+    plans = sample_plans(config, input_shape, num_classes, n, CALIBRATION_SEED, spread=True)
+    done = {(s.candidate, tuple(s.input_shape)) for s in profile.calibration.samples}
+    todo = [p for p in plans if (p.candidate.to_string(), p.input_shape) not in done]
+    if prepare and todo:
+        prepare(todo)
+    saver, rng, m = _Saver(profile, path), np.random.default_rng(1), profile_meter(profile, threads, provider)
+    since = len(m.ref_bursts)
+    batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
+    for batch in progress(batches, f"network batches of {BATCH}", len(batches)) if progress else batches:
+        for plan, lat in zip(batch, measure_networks(batch, m, rng)):
+            profile.calibration.samples.append(Sample(
+                candidate=plan.candidate.to_string(), input_shape=plan.input_shape,
+                features=network_features(plan.layers, lookup(plan)), measured_ms=lat.mean_ms))
+        saver.tick()
+    note_noise(profile, m, since)
+    cal = fit_calibration(profile.calibration.samples, profile.overhead_ms.mean_ms, profile.calibration)
+    if fingerprint not in cal.spaces:
+        cal.spaces.append(fingerprint)
+    profile.calibration = cal
+    saver.tick(force=True)
+    return cal
+
+
+def profile_space(profile: Profile, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
+                  path: Path | None, threads: int = 1, provider: str = DEFAULT_PROVIDER, networks: int = 100,
+                  every_width: bool = False, progress: Progress | None = None,
+                  log: Callable[[str], None] = print) -> Profile:
+    """Profile every layer a space can reach for this input, then calibrate on whole networks."""
+    layers = reachable_layers(config, input_shape, num_classes)
+    grid = select_grid(layers, every_width)
+    n_keys = len({block_key(layer) for layer in layers})
+    have = sum(str(block_key(layer)) in profile.entries for layer in grid)
+    log(f"{n_keys} layer configurations reachable; measuring {len(grid)} ({n_keys - len(grid)} interpolated "
+        f"between measured widths), {have} already in {path or 'the profile'}")
+    measure_layers(profile, grid, path, threads, provider, progress)
+    m = profile_meter(profile, threads, provider)
+    for dtype in ("uint8", "float32"):  # an exported file's input adapter, for either kind of pixels
+        key = adapter_key(input_shape, dtype)
+        if key not in profile.adapters:
+            profile.adapters[key] = measure_adapter(input_shape, dtype, profile.overhead_ms.mean_ms, m)
+
+    def lookup(plan: NetworkPlan) -> list[Latency]:
+        return [profile.lookup(layer) for layer in plan.layers]
+
+    log(f"calibrating on {networks} whole networks of the space, measured end to end")
+    cal = calibrate(profile, lookup, config, input_shape, num_classes, networks, path, threads, provider, progress)
+    log(f"calibration fitted on {cal.fitted_on} networks: error on them {cal.fit_mape:.1%} (mean absolute)")
+    from hwsearch.targets._profile_targets import ProfileTarget
+
+    log("checking the latency model on 30 fresh networks of the space (another seed than the fit's)")
+    check = self_check(profile, ProfileTarget(profile), config, input_shape, num_classes, path=path,
+                       progress=progress)
+    log(describe_check(check))
+    return profile
+
+
+def describe_check(check: SelfCheck) -> str:
+    """One line saying how a self-check went, and what to do when it failed."""
+    text = (f"self-check on {check.n} fresh networks: {check.within_10pct:.0%} within +-10%, mean error "
+            f"{check.mape:.1%}, Kendall's tau {check.kendall_tau:.2f}: ")
+    text += "passed" if check.passed else (f"FAILED (under {PASS_WITHIN_10PCT:.0%} within +-10% or tau under "
+                                           f"{PASS_TAU}): measure again on a quiet host")
+    if abs(check.host_drift - 1) > DRIFT_WARN:
+        text += (f"; the host ran {check.host_drift:.2f}x as slow as while profiling (a busy neighbour?): "
+                 "latencies measured now differ from the profile's by that much")
+    return text
+
+
+CHECK_SEED = 1
+DRIFT_WARN = 0.10  # the host's speed (the reference's time) moved this much since profiling: say so
+
+
+class CheckRow(TypedDict):
+    """One network of a latency check."""
+
+    candidate: str
+    predicted_ms: float
+    measured_ms: float
+    error: float  # predicted / measured - 1
+
+
+class CheckFigures(TypedDict):
+    within_10pct: float  # a fraction
+    mape: float
+    kendall_tau: float
+
+
+class LatencyCheck(CheckFigures):
+    """What :func:`check_latency` reports (a JSON object)."""
+
+    n: int
+    worst: list[CheckRow]
+    target: str
+    input_shape: list[int]
+    threads: int
+    provider: str
+    host_drift: float
+    host: dict[str, float]
+    busy: float
+    raw: CheckFigures
+    rows: list[CheckRow]
+
+
+def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
+                  n: int = 50, seed: int = CHECK_SEED, progress: Progress | None = None) -> LatencyCheck:
+    """Predicted vs measured end-to-end latency of ``n`` random networks of the space (not those
+    the calibration was fitted on), measured here with the target's thread count and provider.
+
+    Networks are measured as the profile's entries were: against the reference network, in
+    interleaved rounds (:mod:`hwsearch.targets._meter`), so ``measured_ms`` is a quiet host's latency on
+    the profile's scale. ``host_drift`` is the quiet host's speed now against the profile's (the
+    reference's fastest 5% of bursts): beyond 10%, the host is not the one profiled, or it was
+    busy all along. ``busy`` is the reference's median burst now against the profile's quiet
+    time (1.0: a quiet host), and ``raw`` repeats the figures with the measurements at that
+    typical speed: what timing the networks one after another would give at this moment.
+
+    Returns ``n``, ``within_10pct`` (a fraction), ``mape``, ``kendall_tau``, the five ``worst``
+    cases (candidate, predicted, measured, error), ``host_drift``, ``busy``, ``host``, ``raw`` and
+    every network's ``rows``.
+    """
+    from scipy.stats import kendalltau
+
+    if seed == CALIBRATION_SEED:
+        raise ValueError(f"seed {seed} samples the calibration's own networks; use another")
+    profile, runtime = target.profile, target.runtime()
+    threads, provider = runtime.threads, runtime.provider
+    plans = sample_plans(config, input_shape, num_classes, n, seed)
+    target.prepare(plans)
+    predicted = [target.price(plan).latency_ms for plan in plans]
+    m = profile_meter(profile, threads, provider) if profile else meter(threads, provider)
+    start = len(m.ref_bursts)
+    rng = np.random.default_rng(2)
+    measured: list[float] = []
+    batches = [plans[i:i + BATCH] for i in range(0, len(plans), BATCH)]
+    for batch in progress(batches, f"network batches of {BATCH}", len(batches)) if progress else batches:
+        measured += [lat.mean_ms for lat in measure_networks(batch, m, rng)]
+    drift = m.reference_here_ms(start) / m.reference_ms  # the quiet host's speed, now against then
+    busy = float(np.median(m.ref_bursts[start:])) / m.reference_ms  # what a run takes now, typically
+    rows: list[CheckRow] = [{"candidate": p.candidate.to_string(), "predicted_ms": pr, "measured_ms": me,
+                             "error": pr / me - 1} for p, pr, me in zip(plans, predicted, measured)]
+
+    def figures(meas: list[float]) -> CheckFigures:
+        err = np.abs(np.array(predicted) / np.array(meas) - 1)
+        tau = kendalltau(predicted, meas)[0] if n > 1 else 1.0
+        return {"within_10pct": float(np.mean(err <= 0.10)), "mape": float(np.mean(err)), "kendall_tau": float(tau)}
+
+    worst = sorted(rows, key=lambda r: -abs(r["error"]))[:5]
+    host = {k: v for k, v in m.host().items() if k != "bursts"}
+    return {"n": n, **figures(measured), "worst": worst, "target": target.name, "input_shape": list(input_shape),
+            "threads": threads, "provider": provider, "host_drift": drift, "host": host,
+            "busy": busy, "raw": figures([x * busy for x in measured]), "rows": rows}
+
+
+def self_check(profile: Profile, target: Target, config: SpaceSpec, input_shape: tuple[int, int, int],
+               num_classes: int, n: int = 30, path: Path | None = None, progress: Progress | None = None) -> SelfCheck:
+    """Check the profile's latency model on ``n`` fresh networks (seed ``CHECK_SEED``, not the
+    calibration's) and store the figures in the profile; see :func:`check_latency`."""
+    report = check_latency(target, config, input_shape, num_classes, n=n, progress=progress)
+    passed = report["within_10pct"] >= PASS_WITHIN_10PCT and report["kendall_tau"] >= PASS_TAU
+    check = SelfCheck(space=space_fingerprint(config, input_shape, num_classes), input_shape=input_shape, n=n,
+                      seed=CHECK_SEED, within_10pct=report["within_10pct"], mape=report["mape"],
+                      kendall_tau=report["kendall_tau"], host_drift=report["host_drift"], passed=passed,
+                      checked_at=now())
+    profile.checks = [c for c in profile.checks if c.space != check.space] + [check]
+    if path:
+        profile.save(path)
+    return check
