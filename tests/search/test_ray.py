@@ -1,5 +1,6 @@
 """A real Ray head on 127.0.0.1, started here and stopped in teardown; runs attach with --address."""
 
+import os
 import secrets
 import shutil
 import socket
@@ -25,6 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# kept in the environment: this module can be imported twice (as collected, and by the modules
+# that import its fixture), and both copies must agree
+SESSION_TOKEN = os.environ.setdefault("HWSEARCH_TESTS_RAY_TOKEN", secrets.token_hex(32))
+
+
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """``ray start --head`` with 2 CPUs on 127.0.0.1; yields its address; ``ray stop`` after."""
@@ -32,11 +38,13 @@ def ray_head(tmp_path_factory):
         pytest.fail(f"the ray command is missing next to {sys.executable}: install hwsearch's dependencies")
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    # token authentication, with a token of this test's own: the head and every driver the tests
-    # start share it through the environment, whatever ~/.ray holds
+    # token authentication, with a token of the test session's own: the head and every driver the
+    # tests start share it through the environment, whatever ~/.ray holds. One token for every head
+    # the session starts: a driver in this process (the Ray executor's contract test) keeps the
+    # first token it read, so a head with another one would refuse it.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "token")
-        mp.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        mp.setenv("RAY_AUTH_TOKEN", SESSION_TOKEN)
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         mp.delenv("RAY_ADDRESS", raising=False)
         start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
