@@ -42,9 +42,14 @@ def ray_head(tmp_path_factory):
     # tests start share it through the environment, whatever ~/.ray holds. One token for every head
     # the session starts: a driver in this process (the Ray executor's contract test) keeps the
     # first token it read, so a head with another one would refuse it.
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "token")
         mp.setenv("RAY_AUTH_TOKEN", SESSION_TOKEN)
+        # Ray caches the token a driver of this process read first (test_security's local Ray makes
+        # one of its own): drop it, so that a driver in this process reads this head's
+        reset_auth_token_state()
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         mp.delenv("RAY_ADDRESS", raising=False)
         start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
@@ -57,6 +62,7 @@ def ray_head(tmp_path_factory):
             # this head's processes only (they all run under its temp dir), not every Ray on the host
             stop_processes_mentioning(str(temp))
             shutil.rmtree(temp, ignore_errors=True)
+            reset_auth_token_state()
 
 
 def test_a_run_attached_to_a_ray_head_completes_every_trial(ray_head, tmp_path):

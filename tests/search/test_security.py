@@ -126,6 +126,9 @@ def test_the_local_ray_a_run_starts_refuses_a_client_without_its_token(tmp_path,
                              env=stranger, capture_output=True, text=True, timeout=120)
     finally:
         executor.close()
+        from ray._private.authentication_test_utils import reset_auth_token_state
+
+        reset_auth_token_state()  # the token this process cached is this test's home's, now gone
     assert out.returncode != 0
     assert "Authentication token is missing or incorrect" in out.stderr, out.stderr[-2000:]
     assert (tmp_path / "home" / ".ray" / "auth_token").is_file()
