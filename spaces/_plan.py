@@ -56,6 +56,14 @@ class _LayerPlan:
     (memory, latency, ONNX graphs, profile keys) is registered per kind in :mod:`hwsearch.targets`.
     """
 
+    cin: int
+    hw_in: tuple[int, int]
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """The input (C, H, W), batch excluded."""
+        return (self.cin, *self.hw_in)
+
     @property
     def convs(self) -> dict[str, ConvShape]:
         raise NotImplementedError
@@ -91,10 +99,6 @@ class StemPlan(_LayerPlan):
     w_bits: int
     a_bits: int
     name: str = "stem"
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return (self.cin, *self.hw_in)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -141,10 +145,6 @@ class BlockPlan(_LayerPlan):
         return self.stride == 1 and self.cin == self.cout
 
     @property
-    def in_shape(self) -> tuple[int, ...]:
-        return (self.cin, *self.hw_in)
-
-    @property
     def out_shape(self) -> tuple[int, ...]:
         return (self.cout, *self.hw_out)
 
@@ -183,10 +183,6 @@ class HeadPlan(_LayerPlan):
     w_bits: int
     a_bits: int
     name: str = "head"
-
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        return (self.cin, *self.hw_in)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
