@@ -11,8 +11,9 @@ Sub-packages, in import order (each may import only those above it, and ``spaces
 - :mod:`~hwsearch.search.engine`: the driver, the executors, what a budget leaves of a space;
 - :mod:`~hwsearch.search.outputs`: the read-only results API and ONNX export.
 
-Importing this package loads only the spec (pydantic); the sub-packages load their libraries
-(torch, optuna, onnx) when imported.
+Importing this package loads only the spec (pydantic, and numpy through the light part of
+:mod:`hwsearch.targets`); the sub-packages load their libraries (torch, optuna, onnx) when
+imported.
 """
 
 from __future__ import annotations

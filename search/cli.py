@@ -222,7 +222,8 @@ def cmd_latency_check(args) -> int:
     config, shape, classes = _space_and_input(args)
     elsewhere = target.runtime().elsewhere()
     if elsewhere:
-        print(f"warning: {target.name}: {elsewhere}; run latency-check where it was measured", file=sys.stderr)
+        print(f"warning: {target.name}: {elsewhere}; what is measured here says how this host runs the networks, "
+              f"not how {target.name} does (run latency-check on that device)", file=sys.stderr)
     bar = None if args.json or args.no_progress else _bar
     target.ensure_calibrated(config, shape, classes, progress=bar)
     report = check_latency(target, config, shape, classes, n=args.n, seed=args.seed, progress=bar)
