@@ -24,7 +24,8 @@ def register_target(name: str, description: str | Callable[[], str]) -> Callable
     a callable, evaluated when targets are listed."""
     def deco(factory: _Factory) -> _Factory:
         if name in _REGISTRY:
-            raise ValueError(f"target {name!r} is already registered")
+            raise ValueError(f"target {name!r} is already registered; register yours under another name, or give "
+                             "a spec the path of its profile .json instead of a name")
         _REGISTRY[name] = (factory, description)
         return factory
     return deco

@@ -62,7 +62,8 @@ _SOURCES: dict[str, DataSource] = {}
 def register_dataset(name: str, needs_path: bool, description: str, resizes: bool = False) -> Callable:
     def deco(fn: Callable[..., Raw]) -> Callable[..., Raw]:
         if name in _SOURCES:
-            raise ValueError(f"dataset {name!r} is already registered")
+            raise ValueError(f"dataset {name!r} is already registered ({_SOURCES[name].description}); "
+                             "register yours under another name")
         _SOURCES[name] = DataSource(name, needs_path, fn, description, resizes)
         return fn
     return deco
