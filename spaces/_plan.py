@@ -15,6 +15,7 @@ each convolution has weights plus one bias per output channel.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
@@ -45,7 +46,7 @@ def _conv_out(size: int, stride: int) -> int:
 ConvShape = tuple[tuple[int, int, int, int], int]  # a convolution's weight shape (out, in/groups, k, k), groups
 
 
-class _LayerPlan:
+class _LayerPlan(ABC):
     """What every layer plan (:data:`Layer`) has, all of it shape arithmetic and naming.
 
     Each kind declares ``kind`` (its name in profile keys), the fields ``name``, ``cin``,
@@ -65,8 +66,9 @@ class _LayerPlan:
         return (self.cin, *self.hw_in)
 
     @property
+    @abstractmethod
     def convs(self) -> dict[str, ConvShape]:
-        raise NotImplementedError
+        """Every convolution's weight shape and groups, by role, in the order they run."""
 
     @property
     def weights(self) -> int:
