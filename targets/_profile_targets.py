@@ -14,6 +14,7 @@ from hwsearch.spaces._plan import NetworkPlan
 from hwsearch.targets._cost import Cost, Latency
 from hwsearch.targets._meter import DEFAULT_PROVIDER, host_name
 from hwsearch.targets._profile_format import (
+    FEATURE_SET,
     BitSupport,
     BlockKey,
     Calibration,
@@ -192,10 +193,12 @@ class LocalCpuTarget(ProfileTarget):
         from hwsearch.targets._profiling import CALIBRATION_NETWORKS, calibrate, self_check, space_fingerprint
 
         fingerprint = space_fingerprint(config, input_shape, num_classes)
-        if fingerprint in self.profile.calibration.spaces and self.profile.check_for(fingerprint):
+        cal = self.profile.calibration
+        calibrated = fingerprint in cal.spaces and cal.feature_set == FEATURE_SET
+        if calibrated and self.profile.check_for(fingerprint):
             return False
         self.flush()
-        if fingerprint not in self.profile.calibration.spaces:
+        if not calibrated:
             calibrate(self.profile, self.lookups, config, input_shape, num_classes, networks or CALIBRATION_NETWORKS,
                       self.path,
                       self.threads, DEFAULT_PROVIDER, progress, prepare=self.prepare)

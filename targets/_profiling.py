@@ -30,6 +30,7 @@ from hwsearch.targets._onnx_graph import (
     random_weights,
 )
 from hwsearch.targets._profile_format import (
+    FEATURE_SET,
     FEATURES,
     PASS_TAU,
     PASS_WITHIN_10PCT,
@@ -62,20 +63,22 @@ SPREAD_POOL = 8  # calibration networks are picked across the cost range of 8x a
 def profile_meter(profile: Profile, threads: int | None = None, provider: str | None = None) -> Meter:
     """The process's :class:`~hwsearch.targets._meter.Meter` for a profile's settings, converting to the
     profile's scale (its reference's time when it was started)."""
-    d = profile.device
-    ref = profile.reference.ms if profile.reference else None
-    return meter(threads or d.threads, provider or d.provider, ref)
+    d, ref = profile.device, profile.reference
+    if ref is None:
+        return meter(threads or d.threads, provider or d.provider)
+    return meter(threads or d.threads, provider or d.provider, ref.ms, (ref.candidate, ref.input_shape))
 
 
 def measure_reference(threads: int = 1, provider: str = DEFAULT_PROVIDER, seconds: float = 1.0) -> Reference:
-    """Time the reference network for about ``seconds`` (its median sets a new profile's scale)."""
-    from hwsearch.targets._meter import REFERENCE_CANDIDATE, REFERENCE_INPUT
+    """Time the reference network of this thread count (:func:`~hwsearch.targets._meter.reference_for`)
+    for about ``seconds`` (its quiet-host time sets a new profile's scale)."""
+    from hwsearch.targets._meter import reference_for
 
+    candidate, input_shape = reference_for(threads)
     m = meter(threads, provider)
     m.time_reference(seconds)
     host = m.host()
-    return Reference(candidate=REFERENCE_CANDIDATE, input_shape=REFERENCE_INPUT, ms=m.reference_here_ms(),
-                     noise=host["noise"])
+    return Reference(candidate=candidate, input_shape=input_shape, ms=m.reference_here_ms(), noise=host["noise"])
 
 
 def measure_overhead(threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None) -> Latency:
@@ -180,39 +183,82 @@ def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_class
     return uniform + [rest[round(i * (len(rest) - 1) / (k - 1))] for i in range(k)]
 
 
-RIDGE = 1e-3  # regularisation towards the plain sum, per sample, on standardised features
+RIDGES = (1e-3, 1e-2, 1e-1, 1.0)  # regularisation towards the plain sum, per sample, on standardised features
+FOLDS = 5  # the ridge is the one of RIDGES with the lowest error on held-out folds of the samples
+
+
+def _solve(a: np.ndarray, b: np.ndarray, prior: np.ndarray, ridge: float) -> np.ndarray:
+    scale = np.sqrt((a**2).mean(axis=0)) + 1e-12
+    an, lam = a / scale, ridge * len(b)
+    sol: np.ndarray = np.linalg.solve(an.T @ an + lam * np.eye(len(scale)), an.T @ b + lam * prior * scale) / scale
+    return sol
+
+
+def _held_out_error(a: np.ndarray, b: np.ndarray, prior: np.ndarray, ridge: float) -> float:
+    """Mean absolute relative error on held-out folds (``FOLDS``, fixed by the samples' order)."""
+    folds = np.arange(len(b)) % FOLDS
+    errors = []
+    for k in range(FOLDS):
+        train = folds != k
+        sol = _solve(a[train], b[train], prior, ridge)
+        errors.append(np.abs(a[~train] @ sol - b[~train]))
+    return float(np.mean(np.concatenate(errors)))
+
+
+def choose_ridge(a: np.ndarray, b: np.ndarray, prior: np.ndarray) -> float:
+    """The ridge of ``RIDGES`` whose fits predict held-out samples best (``FOLDS``-fold
+    cross-validation, mean absolute relative error)."""
+    return min(RIDGES, key=lambda ridge: _held_out_error(a, b, prior, ridge))
 
 
 def fit_calibration(samples: list[Sample], overhead_ms: float, previous: Calibration | None = None) -> Calibration:
     """Least squares on relative error, ``measured ~ sum(coef * feature) + overhead + offset``,
     regularised towards ``PRIOR`` (the lookups' plain sum).
 
-    With fewer than 8 networks only one scale is fitted; with fewer than 4 per coefficient, only
-    the per-precision features (the kinds' are left out). The fit's error on its own networks
-    is recorded; the self-check and latency-check report the error on networks it has not seen.
+    Cross-validation on the samples (``FOLDS`` folds) chooses how strongly (``RIDGES``) and
+    whether the per-kind features are used or only the per-precision ones: with 100 noisy
+    networks and 31 coefficients, either can predict held-out networks better (the per-kind ones
+    only with 2 networks or more per coefficient). With fewer than 8 networks only one scale is
+    fitted; with fewer than ``4 * FOLDS``, the per-precision features with the weakest ridge.
+    The fit's error on its own networks is recorded; the self-check and latency-check report the
+    error on networks it has not seen.
     """
     keep = previous.model_dump(include={"spaces"}) if previous else {}
     if not samples:
-        return Calibration(**keep)
+        return Calibration(**keep, feature_set=FEATURE_SET)
     y = np.array([s.measured_ms for s in samples])
-    used = [f for f in FEATURES if any(s.features.get(f, 0.0) for s in samples)]
-    if len(samples) < 4 * (len(used) + 1):
-        used = [f for f in used if f.split("_")[0] in ("fp32", "int8")]
-    feats = np.array([[s.features.get(f, 0.0) for f in used] for s in samples])
+    every = [f for f in FEATURES if any(s.features.get(f, 0.0) for s in samples)]
+    coarse = [f for f in every if f.split("_")[0] in ("fp32", "int8")]
+    ridge = None
     if len(samples) >= 8:
-        a = np.column_stack([feats, np.ones(len(y))]) / y[:, None]
         b = (y - overhead_ms) / y
-        prior = np.array([PRIOR.get(f, 0.0) for f in used] + [0.0])
-        scale = np.sqrt((a**2).mean(axis=0)) + 1e-12
-        an, lam = a / scale, RIDGE * len(y)
-        sol = np.linalg.solve(an.T @ an + lam * np.eye(len(scale)), an.T @ b + lam * prior * scale) / scale
+
+        def design(used: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            feats = np.array([[s.features.get(f, 0.0) for f in used] for s in samples])
+            return (np.column_stack([feats, np.ones(len(y))]) / y[:, None],
+                    np.array([PRIOR.get(f, 0.0) for f in used] + [0.0]))
+
+        if len(samples) >= 4 * FOLDS:
+            options = {"every": every, "coarse": coarse} if len(samples) >= 2 * (len(every) + 1) else {"coarse": coarse}
+            designs = {k: design(v) for k, v in options.items()}
+            best, ridge = min(((k, r) for k in options for r in RIDGES),
+                              key=lambda c: _held_out_error(designs[c[0]][0], b, designs[c[0]][1], c[1]))
+            used, (a, prior) = options[best], designs[best]
+        else:
+            used, ridge = coarse, RIDGES[0]
+            a, prior = design(used)
+        sol = _solve(a, b, prior, ridge)
         coef, offset = dict(zip(used, map(float, sol[:-1]))), float(sol[-1])
     else:
+        used = coarse
+        feats = np.array([[s.features.get(f, 0.0) for f in used] for s in samples])
         ms = [f for f in used if f in PRIOR]
         total = feats[:, [used.index(f) for f in ms]].sum(axis=1)
         k = float(np.sum((y - overhead_ms) * total / y**2) / np.sum(total**2 / y**2))
         coef, offset = dict.fromkeys(ms, k), 0.0
-    cal = Calibration(coef=coef, offset_ms=offset, fitted_on=len(samples), samples=samples, **keep)
+    cal = Calibration(coef=coef, offset_ms=offset, fitted_on=len(samples), samples=samples, ridge=ridge,
+                      feature_set=FEATURE_SET, **keep)
+    feats = np.array([[s.features.get(f, 0.0) for f in used] for s in samples])
     pred = feats @ np.array([coef.get(f, 0.0) for f in used]) + overhead_ms + offset
     cal.fit_mape = float(np.mean(np.abs(pred / y - 1)))
     return cal
@@ -286,6 +332,9 @@ def calibrate(profile: Profile, lookup: Callable[[NetworkPlan], list[Latency]], 
     from hwsearch.targets._target import network_features
 
     fingerprint = space_fingerprint(config, input_shape, num_classes)
+    if profile.calibration.samples and profile.calibration.feature_set != FEATURE_SET:
+        # features of another version: those networks are measured again (their features would mix)
+        profile.calibration = Calibration(feature_set=FEATURE_SET)
     plans = sample_plans(config, input_shape, num_classes, n, CALIBRATION_SEED, spread=True)
     done = {(s.candidate, tuple(s.input_shape)) for s in profile.calibration.samples}
     todo = [p for p in plans if (p.candidate.to_string(), p.input_shape) not in done]

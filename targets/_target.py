@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from hwsearch.spaces._plan import Layer, NetworkPlan
+from hwsearch.spaces._plan import BlockPlan, Layer, NetworkPlan
 from hwsearch.targets._cost import Cost, Latency, layer_kelems, peak_memory_kb, precision_of, size_kb
 from hwsearch.targets._meter import DEFAULT_PROVIDER, host_name
 from hwsearch.targets._profile_format import FEATURES, Calibration, Profile, UnpriceableError, layer_terms
@@ -64,9 +64,22 @@ def _terms(layers: Sequence[Layer], lookups: list[Latency]) -> list[dict[str, fl
     prev: str | None = None
     for layer, lat in zip(layers, lookups):
         p = precision_of(layer.w_bits, layer.a_bits)
-        out.append(layer_terms(layer.kind, p, lat.mean_ms, layer_kelems(layer), prev not in (None, p)))
+        se = isinstance(layer, BlockPlan) and layer.se > 0
+        out.append(layer_terms(layer.kind, p, lat.mean_ms, layer_kelems(layer), prev not in (None, p), se))
         prev = p
     return out
+
+
+def _shares(raw: list[float], floors: list[float], total: float) -> list[float]:
+    """Layer parts that add up to ``total`` (where the floors allow): each at least its floor, the
+    layers above their floors scaled together to make up the rest."""
+    low = [r < f for r, f in zip(raw, floors)]
+    fixed = sum(f for f, lo in zip(floors, low) if lo)
+    free = sum(r for r, lo in zip(raw, low) if not lo)
+    if not any(low) or free <= 0 or total - fixed <= 0:
+        return [max(r, f) for r, f in zip(raw, floors)]
+    k = (total - fixed) / free
+    return [f if lo else max(r * k, f) for r, f, lo in zip(raw, floors, low)]
 
 
 def network_features(layers: Sequence[Layer], lookups: list[Latency]) -> dict[str, float]:
@@ -138,16 +151,22 @@ class Target(ABC):
     def price(self, plan: NetworkPlan) -> Cost:
         """Latency (layer lookups, calibrated on whole networks, plus overhead), size and peak memory.
 
-        The breakdown has one part per layer plus ``overhead`` and adds up to the total: a layer's
-        part is its lookup scaled and corrected for boundary traffic as the calibration says
-        (never below ``MIN_SHARE`` of its lookup).
+        The latency is the calibration's sum, exactly as it was fitted and checked. The breakdown
+        has one part per layer plus ``overhead`` and adds up to it: a layer's part is its share
+        of that sum, never below ``MIN_SHARE`` of its own lookup (a negative share, which a fit
+        of many coefficients can give a tiny layer, is raised to that floor and the other layers'
+        shares shrink to keep the total). Where the floors exceed the sum (a calibration used far
+        outside the networks it was fitted on), each part is its floor or more and the total is
+        theirs: never zero or negative.
         """
         cal = self.calibration
-        parts = []
         lookups = self.lookups(plan)
-        for layer, lat, terms in zip(plan.layers, lookups, _terms(plan.layers, lookups)):
-            parts.append((layer.name, max(cal.layer_ms(terms), MIN_SHARE * lat.mean_ms)))
-        parts.append(("overhead", max(self.overhead().mean_ms + cal.offset_ms, 0.0)))
+        raw = [cal.layer_ms(terms) for terms in _terms(plan.layers, lookups)]
+        floors = [MIN_SHARE * lat.mean_ms for lat in lookups]
+        overhead = max(self.overhead().mean_ms + cal.offset_ms, 0.0)
+        fitted = sum(raw) + self.overhead().mean_ms + cal.offset_ms
+        shares = _shares(raw, floors, fitted - overhead)
+        parts = [(layer.name, ms) for layer, ms in zip(plan.layers, shares)] + [("overhead", overhead)]
         latency = sum(ms for _, ms in parts)
         if not latency > 0:
             raise UnpriceableError(f"target {self.name!r} prices {plan.candidate.to_string()} at {latency} ms")

@@ -145,7 +145,7 @@ def test_calibration_fit_recovers_a_known_linear_model():
                 for s in samples[300:]]
     assert np.allclose(held_out, [s.measured_ms for s in samples[300:]], rtol=0.01)
     assert cal.fit_mape < 0.01 and cal.fitted_on == 300
-    few = fit_calibration(samples[:20], overhead_ms=0.004)  # too few for the kinds' coefficients
+    few = fit_calibration(samples[:12], overhead_ms=0.004)  # too few for the kinds' coefficients
     assert set(few.coef) <= {f for f in FEATURES if f.split("_")[0] in ("fp32", "int8")} | {"switches"}
 
 
@@ -236,7 +236,9 @@ def test_profile_command_resumes_after_a_kill(tmp_path):
     assert f"resuming {out}: {first} layers" in done.stdout
     assert f"{first} already in" in done.stdout
     final = Profile.load(out)
-    assert len(final.entries) > first and final.calibration.fitted_on == 8
+    # killed in the layers' phase or the calibration's (a quiet host measures the layers within
+    # one save interval): either way the re-run kept the first run's entries and finished
+    assert len(final.entries) >= first and final.calibration.fitted_on == 8
     other = subprocess.run(hwsearch_cmd() + ["profile", "--target", "dev", "--spec", spec, "--out", str(out),
                                              "--threads", "2"], cwd=REPO, capture_output=True, text=True)
     assert other.returncode == 2 and "give another --out" in other.stderr
