@@ -205,7 +205,7 @@ def cmd_profile(args) -> int:
 
 
 def cmd_latency_check(args) -> int:
-    from hwsearch.targets._profiling import DRIFT_WARN, check_latency
+    from hwsearch.targets._profiling import check_latency
 
     if args.threads and args.target != "local-cpu":
         return _fail(
@@ -242,9 +242,8 @@ def cmd_latency_check(args) -> int:
     print(
         f"  at this moment's typical speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}"
     )
-    if abs(report["host_drift"] - 1) > DRIFT_WARN:
-        print(f"warning: this host runs {report['host_drift']:.2f}x as slow as when {target.name} was profiled "
-              "(a busy neighbour, or another host state): measured latencies now differ by that much", file=sys.stderr)
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print("  worst cases:")
     for w in report["worst"]:
         print(f"    {w['error']:+7.1%}  predicted {w['predicted_ms']:.4f} ms, measured {w['measured_ms']:.4f} ms  "
@@ -429,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--out", required=True, help="folder to write DEVICE.json files into")
     space_args(es)
     es.set_defaults(fn=cmd_estimate)
+    from hwsearch.search.service._commands import add_commands
+
+    add_commands(sub)
     return p
 
 

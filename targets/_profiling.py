@@ -405,6 +405,26 @@ def describe_check(check: SelfCheck) -> str:
 
 CHECK_SEED = 1
 DRIFT_WARN = 0.10  # the host's speed (the reference's time) moved this much since profiling: say so
+# Runs took this many times their quiet time during a check: its figures are not to be trusted.
+# Measured on the Intel Xeon VM with a CPU-bound neighbour (3x32x32, 1 thread): at 1.92x, two
+# checks of the same networks in two processes agreed within 10% for 74% of them (98-100% quiet).
+BUSY_WARN = 1.5
+
+
+def check_warnings(report: LatencyCheck) -> list[str]:
+    """What makes a check's figures doubtful, in sentences (empty: nothing)."""
+    out = []
+    if abs(report["host_drift"] - 1) > DRIFT_WARN:
+        out.append(f"this host runs {report['host_drift']:.2f}x as slow as when {report['target']} was profiled (a "
+                   "busy neighbour, or another host state): measured latencies now differ by that much")
+    if report["busy"] > BUSY_WARN:
+        out.append(f"the host was busy during the check (runs took {report['busy']:.2f}x their quiet time): "
+                   "measurements of the same networks disagree by more than 10% at such times; check again "
+                   "on a quiet host before trusting these figures")
+    if report["host"].get("busy_batches"):
+        out.append(f"{int(report['host']['busy_batches'])} batch(es) waited in vain for a quiet moment and were "
+                   "measured busy")
+    return out
 
 
 class CheckRow(TypedDict):
@@ -436,6 +456,7 @@ class LatencyCheck(CheckFigures):
     busy: float
     raw: CheckFigures
     rows: list[CheckRow]
+    warnings: list[str]  # what makes the figures doubtful (a busy or changed host); empty when nothing
 
 
 def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
@@ -452,8 +473,8 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
     typical speed: what timing the networks one after another would give at this moment.
 
     Returns ``n``, ``within_10pct`` (a fraction), ``mape``, ``kendall_tau``, the five ``worst``
-    cases (candidate, predicted, measured, error), ``host_drift``, ``busy``, ``host``, ``raw`` and
-    every network's ``rows``.
+    cases (candidate, predicted, measured, error), ``host_drift``, ``busy``, ``host``, ``raw``,
+    every network's ``rows`` and ``warnings`` (:func:`check_warnings`).
     """
     from scipy.stats import kendalltau
 
@@ -483,9 +504,12 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
 
     worst = sorted(rows, key=lambda r: -abs(r["error"]))[:5]
     host = {k: v for k, v in m.host().items() if k != "bursts"}
-    return {"n": n, **figures(measured), "worst": worst, "target": target.name, "input_shape": list(input_shape),
-            "threads": threads, "provider": provider, "host_drift": drift, "host": host,
-            "busy": busy, "raw": figures([x * busy for x in measured]), "rows": rows}
+    report: LatencyCheck = {
+        "n": n, **figures(measured), "worst": worst, "target": target.name, "input_shape": list(input_shape),
+        "threads": threads, "provider": provider, "host_drift": drift, "host": host, "busy": busy,
+        "raw": figures([x * busy for x in measured]), "rows": rows, "warnings": []}
+    report["warnings"] = check_warnings(report)
+    return report
 
 
 def self_check(profile: Profile, target: Target, config: SpaceSpec, input_shape: tuple[int, int, int],

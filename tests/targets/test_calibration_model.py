@@ -111,3 +111,13 @@ def test_more_than_one_thread_is_measured_against_a_parallel_reference():
     m = profile_meter(p)
     assert isinstance(m, Meter) and m.reference == reference_for(2) and m.reference_ms == 0.03
     assert m.threads == 1  # the profile's own reference, whatever the thread count's default
+
+
+def test_a_check_on_a_busy_or_changed_host_says_so():
+    from hwsearch.targets._profiling import check_warnings
+
+    quiet = {"host_drift": 1.02, "busy": 1.1, "host": {"busy_batches": 0}, "target": "local-cpu"}
+    assert check_warnings(quiet) == []
+    busy = check_warnings({**quiet, "busy": 1.92, "host": {"busy_batches": 3}})
+    assert any("busy during the check" in w and "1.92x" in w for w in busy) and any("3 batch" in w for w in busy)
+    assert "1.54x as slow" in check_warnings({**quiet, "host_drift": 1.54})[0]
