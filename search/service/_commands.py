@@ -1,0 +1,173 @@
+"""The service's commands: ``hwsearch submit | jobs | logs | stop | resume | service``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ROOT_ENV = "HWSEARCH_SERVICE_ROOT"
+
+
+def default_root() -> Path:
+    """``$HWSEARCH_SERVICE_ROOT``, else ``~/.hwsearch/service``."""
+    return Path(os.environ.get(DEFAULT_ROOT_ENV) or Path.home() / ".hwsearch" / "service")
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from hwsearch.search.service import JobStore
+
+    return JobStore(Path(args.root) if args.root else default_root())
+
+
+def _data_roots(args: argparse.Namespace, root: Path) -> list[str]:
+    from hwsearch.search.service import read_config, write_config
+
+    if getattr(args, "data_root", None):
+        return list(write_config(root, data_roots=[str(Path(d).resolve()) for d in args.data_root])["data_roots"])
+    roots = read_config(root)["data_roots"]
+    if not roots:  # first use: the folder it was started from
+        roots = write_config(root, data_roots=[str(Path.cwd().resolve())])["data_roots"]
+    return list(roots)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from hwsearch.search.cli import _fail
+    from hwsearch.search.service import SubmitError, read_spec, start_supervisor, submit
+
+    store = _store(args)
+    try:
+        spec = read_spec(args.spec)
+        job = submit(store, spec, _data_roots(args, store.root), args.trials)
+    except SubmitError as e:
+        return _fail([f"{args.spec}: {p}" for p in e.problems] + ["nothing was queued"])
+    started = False if args.no_start else start_supervisor(store.root)
+    print(f"job {job.id} queued: {job.name}, run directory {job.run_dir}")
+    print(f"  {'started the service for ' + str(store.root) if started else 'service root ' + str(store.root)}; "
+          f"follow it with: hwsearch logs {job.id} --follow")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from hwsearch.search.service import job_progress
+
+    store = _store(args)
+    jobs = store.list()
+    rows = []
+    for j in jobs:
+        p = job_progress(j)
+        rows.append({"id": j.id, "name": j.name, "state": j.state, "trials_done": p.done, "trials": j.trials,
+                     "feasible": p.feasible, "failed": p.failed, "best_accuracy": p.best_accuracy,
+                     "submitted": j.when("created_at"), "run_dir": j.run_dir, "message": j.message})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no jobs in {store.root}; submit one with: hwsearch submit SPEC")
+        return 0
+    print(f"{'id':>4}  {'name':<18} {'state':<10} {'trials':>9} {'feasible':>8} {'failed':>6} {'best acc':>8}  "
+          f"{'submitted':<19}  message")
+    for r in rows:
+        asked = r["trials"] if r["trials"] else "spec"
+        best = f"{r['best_accuracy']:.3f}" if r["best_accuracy"] is not None else "-"
+        print(f"{r['id']:>4}  {r['name'][:18]:<18} {r['state']:<10} {str(r['trials_done']) + '/' + str(asked):>9} "
+              f"{r['feasible']:>8} {r['failed']:>6} {best:>8}  {r['submitted']:<19}  {r['message']}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from hwsearch.search.service import FINISHED
+
+    store = _store(args)
+    job = store.get(args.job)
+    pos = 0
+    while True:
+        try:
+            with job.log_path.open("rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+            pos += len(chunk)
+        if not args.follow or (not chunk and store.get(job.id).state in FINISHED):
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from hwsearch.search.service import signal_stop
+
+    store = _store(args)
+    job = store.request_stop(args.job)
+    if job.state == "running":
+        signal_stop(job)
+        print(f"job {job.id} stopping: the trials in flight end, finished ones are kept; 'hwsearch resume {job.id}' "
+              "continues it")
+    else:
+        print(f"job {job.id} {job.state}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from hwsearch.search.service import start_supervisor
+
+    store = _store(args)
+    job = store.requeue(args.job)
+    started = start_supervisor(store.root)
+    print(f"job {job.id} queued again: it continues {job.run_dir}{' (service started)' if started else ''}")
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from hwsearch.search.service import Supervisor, write_config
+
+    store = _store(args)
+    if args.concurrency:
+        write_config(store.root, concurrency=args.concurrency)
+    _data_roots(args, store.root)
+    return Supervisor(store, args.concurrency).serve(until_idle=args.until_idle)
+
+
+def add_commands(sub: Any) -> None:
+    """The service's subcommands, on the ``hwsearch`` parser's subparsers."""
+    def root(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", help=f"the service's folder (default: ${DEFAULT_ROOT_ENV}, else ~/.hwsearch/service)")
+
+    s = sub.add_parser("submit", help="queue a search of a spec on the service (started if it is not running)")
+    s.add_argument("spec")
+    s.add_argument("--trials", type=int, help="total trials (default: the spec's)")
+    s.add_argument("--data-root", action="append", metavar="DIR",
+                   help="folders a submitted spec may read (repeatable; saved; default: the current folder)")
+    s.add_argument("--no-start", action="store_true", help="only queue: do not start the service")
+    root(s)
+    s.set_defaults(fn=cmd_submit)
+    j = sub.add_parser("jobs", help="the service's jobs: state, trials done, feasible, failed, best accuracy")
+    j.add_argument("--json", action="store_true")
+    root(j)
+    j.set_defaults(fn=cmd_jobs)
+    lg = sub.add_parser("logs", help="a job's output")
+    lg.add_argument("job")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    root(lg)
+    lg.set_defaults(fn=cmd_logs)
+    st = sub.add_parser("stop", help="stop a job (finished trials are kept; 'resume' continues it)")
+    st.add_argument("job")
+    root(st)
+    st.set_defaults(fn=cmd_stop)
+    rs = sub.add_parser("resume", help="queue a stopped or failed job again; it continues its run directory")
+    rs.add_argument("job")
+    root(rs)
+    rs.set_defaults(fn=cmd_resume)
+    sv = sub.add_parser("service", help="run the job supervisor in the foreground (submit starts one if needed)")
+    sv.add_argument("--concurrency", type=int, help="jobs run at once (saved; default 1)")
+    sv.add_argument("--data-root", action="append", metavar="DIR", help="folders a submitted spec may read (saved)")
+    sv.add_argument("--until-idle", action="store_true", help="exit once nothing is queued or running")
+    root(sv)
+    sv.set_defaults(fn=cmd_service)
