@@ -156,16 +156,37 @@ def space_fingerprint(config: SpaceSpec, input_shape: tuple[int, int, int], num_
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _cheaper_half(values: Sequence[int]) -> list[int]:
+    ranked = sorted(values)
+    return ranked[:max(1, (len(ranked) + 1) // 2)]
+
+
+def cheap_corner(config: SpaceSpec) -> SpaceSpec:
+    """The space's cheap end: the cheaper half of every width, kernel and expand ratio, the
+    fewest blocks, no squeeze-excite where the space allows it; activations, pruning and bit
+    widths as they are. Its networks are networks of ``config``."""
+    stages = [st.model_copy(update={"widths": _cheaper_half(st.widths), "depths": [min(st.depths)]})
+              for st in config.stages]
+    return config.model_copy(update={
+        "stem_widths": _cheaper_half(config.stem_widths), "stages": stages,
+        "kernels": _cheaper_half(list(config.kernels)), "expand_ratios": _cheaper_half(list(config.expand_ratios)),
+        "se": [False] if False in config.se else list(config.se)})
+
+
 def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int, n: int, seed: int,
                  spread: bool = False) -> list[NetworkPlan]:
     """``n`` random candidates of the space (Optuna's random sampler, seeded), laid out.
 
-    ``spread``: half of them uniform, the other half picked evenly across the range of
-    multiply-adds of ``SPREAD_POOL`` times as many (the cheapest and the costliest included).
-    Uniform samples cluster in the middle of the space, but a search's front lives at its cheap
-    end: fitted on uniform samples only, the quickstart front's small fp32 networks came out 7-10%
-    slower than predicted; fitted on spread samples only, random networks were predicted worse
-    (92-94% within 10% instead of 98%). Half of each serves both.
+    ``spread``: 40% of them uniform, 40% picked evenly across the range of multiply-adds of
+    ``SPREAD_POOL`` times as many (the cheapest and the costliest included), and 20% uniform in
+    the space's :func:`cheap_corner`. Uniform samples cluster in the middle of the space, but a
+    search's front lives at its cheap end: fitted on uniform samples only, the quickstart front's
+    small fp32 networks came out 7-10% slower than predicted; fitted on spread samples only,
+    random networks were predicted worse (92-94% within 10% instead of 98%). And the cheapest of
+    800 random networks is still far from the corner where fronts end up (small, shallow, no
+    squeeze-excite): on the Intel Xeon host the quickstart's smallest fp32 calibration network
+    took 13.7 us, and the fp32 files exported from its front, 9-11 us, came out 11-52% slower
+    than predicted, extrapolated.
     """
     import optuna
 
@@ -173,14 +194,18 @@ def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_class
     from hwsearch.targets._cost import network_macs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    pool = [build_plan(space(study.ask(), config), input_shape, num_classes)
-            for _ in range(n * SPREAD_POOL if spread else n)]
-    if not spread or n < 4:
-        return pool[:n]
-    uniform, rest = pool[:n // 2], sorted(pool[n // 2:], key=network_macs)
-    k = n - len(uniform)
-    return uniform + [rest[round(i * (len(rest) - 1) / (k - 1))] for i in range(k)]
+
+    def draw(cfg: SpaceSpec, k: int, sampler_seed: int) -> list[NetworkPlan]:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=sampler_seed))
+        return [build_plan(space(study.ask(), cfg), input_shape, num_classes) for _ in range(k)]
+
+    if not spread or n < 5:
+        return draw(config, n, seed)
+    n_uniform = n_spread = 2 * n // 5
+    pool = draw(config, n_uniform + n_spread * SPREAD_POOL, seed)
+    uniform, rest = pool[:n_uniform], sorted(pool[n_uniform:], key=network_macs)
+    picked = [rest[round(i * (len(rest) - 1) / (n_spread - 1))] for i in range(n_spread)]
+    return uniform + picked + draw(cheap_corner(config), n - n_uniform - n_spread, seed + 7919)
 
 
 RIDGES = (1e-3, 1e-2, 1e-1, 1.0)  # regularisation towards the plain sum, per sample, on standardised features
