@@ -20,10 +20,11 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from hwsearch.search import engine
+from hwsearch.search.algorithms import make_sampler
 from hwsearch.search.engine import InlineExecutor, PoolExecutor, RayExecutor, WorkerSetup
 from hwsearch.search.engine._executors import Rung
 from hwsearch.search.spec import DatasetSpec, SearchSettings, load_spec, parse_spec
-from hwsearch.search.study import make_sampler, open_study, run_lock
+from hwsearch.search.study import open_study, run_lock
 from hwsearch.search.training import (
     Data,
     DatasetError,
@@ -330,7 +331,7 @@ def ask_and_tell(kind: str, seed: int, run_dir: Path, trials: int) -> list[tuple
     accuracies = np.random.default_rng(seed)
     out = []
     with run_lock(run_dir):
-        study = open_study(spec, run_dir)
+        study = open_study(spec, run_dir, make_sampler(spec))
         assert type(study.sampler) is type(make_sampler(spec))
         if isinstance(study.sampler, CostAwareSampler):
             study.sampler.use_prices(priced)

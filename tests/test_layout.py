@@ -115,3 +115,33 @@ def test_the_app_is_a_resource_of_the_package():
 
     app = files("hwsearch") / "app.py"
     assert app.is_file() and "st.set_page_config" in app.read_text()
+
+
+# What each package must not import (the README's layout table), lazy imports inside functions included.
+FORBIDDEN = {
+    "spaces": ["hwsearch.targets", "hwsearch.search"],
+    "targets": ["hwsearch.search", "torch"],
+    "search/training": [f"hwsearch.search.{p}" for p in ("study", "algorithms", "engine", "outputs", "service")],
+    "search/study": [f"hwsearch.search.{p}" for p in ("algorithms", "engine", "outputs", "service")] + ["torch"],
+    "search/algorithms": [f"hwsearch.search.{p}" for p in ("engine", "outputs", "service")] + ["torch"],
+    "search/engine": ["hwsearch.search.outputs", "hwsearch.search.service"],
+    "search/outputs": ["hwsearch.search.engine", "hwsearch.search.service"],
+    "search/service": ["hwsearch.search.engine", "hwsearch.search.training"],
+}
+
+
+def _all_imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_each_package_imports_only_what_sits_above_it(folder):
+    bad = [f"{path.relative_to(REPO)}:{line}: {module}"
+           for path in sorted((REPO / folder).rglob("*.py")) for line, module in _all_imports(path)
+           if any(module == f or module.startswith(f + ".") for f in FORBIDDEN[folder])]
+    assert not bad, "\n".join(bad)

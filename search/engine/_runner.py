@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 
 from hwsearch.search.algorithms._cost_aware import CostAwareSampler, Priced
 from hwsearch.search.algorithms._early_stopping import ParetoHalving, rungs_for
+from hwsearch.search.algorithms._samplers import make_sampler
 from hwsearch.search.engine._executors import Rung, WorkerLost, WorkerSetup
 from hwsearch.search.engine._feasibility import check_reachable
 from hwsearch.search.study._records import COST_METRICS, Status, TrialRecord
@@ -162,7 +163,7 @@ def run_search(spec, run_dir: Path, trials: int | None = None, progress: bool = 
     new = not run_dir.exists()
     try:
         with run_lock(run_dir):  # one driver per run directory; a second one is refused
-            study = open_study(spec, run_dir)
+            study = open_study(spec, run_dir, make_sampler(spec))
             recovered = recover_interrupted(study)
             if recovered:
                 log(f"resuming: trials {recovered} were interrupted; their candidates are queued again")

@@ -198,52 +198,18 @@ def storage_for(run_dir: Path, url: str | None = None, writer: bool = False):
     return JournalStorage(_RunJournal(path) if writer else _Journal(path))
 
 
-def make_sampler(spec) -> optuna.samplers.BaseSampler:
-    """The sampler the spec's ``search.sampler`` names, seeded with ``search.seed``."""
-    kind, seed, n_trials = spec.search.sampler, spec.search.seed, spec.search.trials
-    if kind == "tpe":
-        # Multivariate TPE over the groups of parameters that occur together (the space is
-        # conditional): one density per group and trial rather than one per parameter, which
-        # models their interactions and samples several times faster. Constant liar: trials
-        # running in parallel are not proposed twice.
-        import warnings
-
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
-                                message=".*group.*")
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True,
-                                          n_startup_trials=min(10, max(4, n_trials // 4)))
-    if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, min(50, n_trials // 4)))
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "gp":
-        # Gaussian-process Bayesian optimisation: multi-objective (log expected hypervolume
-        # improvement) and aware of the budget's constraints (``trial.set_constraint``). Parameters
-        # outside the space's always-present part (conditional ones) are sampled at random.
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 4)),
-                                         warn_independent_sampling=False)
-    if kind == "cost-aware":
-        # Prices candidates before proposing them and models accuracy alone (hwsearch.search.algorithms._cost_aware);
-        # the runner attaches the target's prices. A shorter start-up than the others': its
-        # start-up candidates are a maximin design over feasible ones, not random draws.
-        from hwsearch.search.algorithms._cost_aware import CostAwareSampler
-
-        return CostAwareSampler(spec.space, spec.objectives, spec.budget.limits(), seed=seed,
-                                n_startup=min(8, max(3, n_trials // 10)))
-    raise ValueError(f"unknown sampler {kind!r}")
-
-
 class RunMismatch(SearchError, ValueError):
     """The run directory holds a study the spec cannot continue (other objectives)."""
 
 
-def open_study(spec, run_dir: Path) -> optuna.Study:
-    """Create the run's study, or load it when it exists (re-running continues it). The caller
-    holds :func:`run_lock`."""
+def open_study(spec, run_dir: Path, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create the run's study, or load it when it exists (re-running continues it), proposing
+    with ``sampler`` (the driver's: :func:`hwsearch.search.algorithms.make_sampler`; Optuna's
+    default where only the record is wanted). The caller holds :func:`run_lock`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=storage_for(run_dir, spec.storage, writer=True), study_name=spec.name,
-        directions=spec.directions, sampler=make_sampler(spec),
+        directions=spec.directions, sampler=sampler,
         load_if_exists=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise RunMismatch(f"the study {spec.name!r} in {run_dir} was created with other objectives; "
