@@ -53,7 +53,7 @@ REFERENCE_CANDIDATE = "c8:ir_r1_k3_e3_c8_re_w32a32:ir_r1_k3_e3_c16_re_w8a8:ir_r1
 REFERENCE_INPUT = (1, 8, 8)
 # At more than one thread, a reference whose operators run in parallel, as the measured graphs'
 # do: the small one above runs mostly on one thread, so it missed the moments the second core was
-# slow. Measured on the Intel Xeon VM at 2 threads, 3x32x32: the check's median error between a
+# slow. Measured on the 2-core AMD EPYC VM at 2 threads, 3x32x32: the check's median error between a
 # profile's process and the check's was +10% with the small reference (38% of 50 networks within
 # 10%), +3% with this one (58%); about 30 us at 1 thread, 20 us at 2.
 PARALLEL_REFERENCE_CANDIDATE = "c16:ir_r1_k3_e3_c16_re_w32a32:ir_r1_k3_e3_c24_re_w8a8:ir_r1_k3_e1_c32_hs_w32a32"

@@ -134,8 +134,8 @@ def layer_terms(kind: str, precision: str, lookup_ms: float, kelems: float, swit
     quantize or dequantize the network runs there).
 
     Why squeeze-excite has its own group: its five small operators (pool, two 1x1 convolutions,
-    gate, multiply) cost a network other than what they cost alone. Measured on the 2-core Intel
-    Xeon VM at 2 threads (3x32x32, 100 networks fitted, 3 x 50 held out): 66-68% of held-out
+    gate, multiply) cost a network other than what they cost alone. Measured on the 2-core AMD
+    EPYC VM at 2 threads (3x32x32, 100 networks fitted, 3 x 50 held out): 66-68% of held-out
     networks within 10% without the group, 80-88% with it.
     """
     t: dict[str, float] = {}

@@ -184,7 +184,7 @@ def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_class
     small fp32 networks came out 7-10% slower than predicted; fitted on spread samples only,
     random networks were predicted worse (92-94% within 10% instead of 98%). And the cheapest of
     800 random networks is still far from the corner where fronts end up (small, shallow, no
-    squeeze-excite): on the Intel Xeon host the quickstart's smallest fp32 calibration network
+    squeeze-excite): on the AMD EPYC host the quickstart's smallest fp32 calibration network
     took 13.7 us, and the fp32 files exported from its front, 9-11 us, came out 11-52% slower
     than predicted, extrapolated.
     """
@@ -431,7 +431,7 @@ def describe_check(check: SelfCheck) -> str:
 CHECK_SEED = 1
 DRIFT_WARN = 0.10  # the host's speed (the reference's time) moved this much since profiling: say so
 # Runs took this many times their quiet time during a check: its figures are not to be trusted.
-# Measured on the Intel Xeon VM with a CPU-bound neighbour (3x32x32, 1 thread): at 1.92x, two
+# Measured on the 2-core AMD EPYC VM with a CPU-bound neighbour (3x32x32, 1 thread): at 1.92x, two
 # checks of the same networks in two processes agreed within 10% for 74% of them (98-100% quiet).
 BUSY_WARN = 1.5
 
