@@ -138,11 +138,12 @@ def devices() -> dict[str, bool]:
 
 
 @st.cache_resource(show_spinner=False)
-def measurable_here(device: str) -> dict | None:
+def measurable_here(device: str) -> dict | str:
     """The threads and provider to time a network with when ``device`` was measured on this very
-    host (so a measurement here is comparable with its prediction), else None."""
+    host (so a measurement here is comparable with its prediction), else why it cannot be."""
     runtime = get_target(device).runtime()
-    return {"threads": runtime.threads, "provider": runtime.provider} if runtime.here else None
+    why = runtime.elsewhere()
+    return why if why else {"threads": runtime.threads, "provider": runtime.provider}
 
 
 def known_runs() -> list[str]:
@@ -429,9 +430,9 @@ def latency_check(res: RunResults, number: int, plan, predicted: float | None, d
     if predicted is None or not name:
         return
     how = measurable_here(name)
-    if how is None:
+    if isinstance(how, str):
         st.caption(f"Predicted {fmt('latency_ms', predicted)} on {name}. Measuring it needs that device: "
-                   "run `hwsearch latency-check` there.")
+                   f"{how}; run `hwsearch latency-check` there.")
         return
     measured = st.session_state.setdefault("measured", {})
     key = (name, plan.candidate.to_string())
