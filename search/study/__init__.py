@@ -8,6 +8,7 @@ outputs, nor torch.
 
 from __future__ import annotations
 
+from hwsearch.search.study._contract import SpecChanged, contract_of
 from hwsearch.search.study._records import RECORD_VERSION, Status, TrialRecord
 from hwsearch.search.study._study import (
                                           INFEASIBLE_ACCURACY,
@@ -35,6 +36,8 @@ __all__ = [
     "CorruptJournal",
     "RunLocked",
     "RunMismatch",
+    "SpecChanged",
+    "contract_of",
     "TornRecordWarning",
     "counts_toward_budget",
     "is_feasible",

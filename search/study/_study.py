@@ -35,6 +35,7 @@ from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 from hwsearch.search.errors import SearchError
+from hwsearch.search.study._contract import CONTRACT_ATTR, check_contract, contract_of
 from hwsearch.search.study._records import TrialRecord
 
 JOURNAL = "study.journal"
@@ -214,11 +215,29 @@ def open_study(spec, run_dir: Path, sampler: optuna.samplers.BaseSampler | None 
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise RunMismatch(f"the study {spec.name!r} in {run_dir} was created with other objectives; "
                          "use another name or run directory")
+    recorded = study.user_attrs.get(CONTRACT_ATTR) or _legacy_contract(study, run_dir)
+    if recorded is not None:
+        check_contract(recorded, spec, str(run_dir))  # before anything in the run is written
+    study.set_user_attr(CONTRACT_ATTR, contract_of(spec))
     if "objectives" not in study.user_attrs:
         study.set_user_attr("objectives", list(spec.objectives))
         study.set_user_attr("budget", spec.budget.limits())
         study.set_user_attr("target", spec.target)
     return study
+
+
+def _legacy_contract(study: optuna.Study, run_dir: Path) -> dict | None:
+    """The contract of a study created before contracts were stored: its run's spec.yaml, when it
+    holds trials and that file still reads as a spec (else nothing to check against)."""
+    from hwsearch.search.spec import SpecError, load_spec
+
+    path = run_dir / "spec.yaml"
+    if not study.get_trials(deepcopy=False) or not path.is_file():
+        return None
+    try:
+        return contract_of(load_spec(path))
+    except SpecError:
+        return None
 
 
 def load_study(run_dir: Path, storage: str | None = None, name: str | None = None) -> optuna.Study:

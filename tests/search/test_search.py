@@ -173,9 +173,19 @@ def test_rerunning_continues_the_same_study_and_pareto_reads_it(tmp_path):
     base = [*hwsearch_cmd(), "run", str(spec), "--out", str(run_dir), "--no-progress"]
     assert subprocess.run(base, cwd=REPO, capture_output=True, timeout=300).returncode == 0
     first = _completed(run_dir)
+    # Only the trial count and the workers change: the study goes on.
+    _write_spec(tmp_path, search={"trials": 3, "workers": 1, "sampler": "random"})
     assert subprocess.run([*base, "--trials", "5"], cwd=REPO, capture_output=True, timeout=300).returncode == 0
     second = _completed(run_dir)
     assert len(second) == 5 and all(second[n] == v for n, v in first.items())
+    # The training budget changes: refused, naming the field, the run's spec.yaml kept.
+    kept = (run_dir / "spec.yaml").read_text()
+    _write_spec(tmp_path, search={"trials": 6, "epochs": 2})
+    refused = subprocess.run([*base], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr
+    assert "search.epochs: 1 -> 2" in refused.stderr and "--out" in refused.stderr
+    assert "search.trials" not in refused.stderr and "Traceback" not in refused.stderr
+    assert (run_dir / "spec.yaml").read_text() == kept and _completed(run_dir) == second
     out = subprocess.run([*hwsearch_cmd(), "pareto", str(run_dir), "--json"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     rows = json.loads(out.stdout)
