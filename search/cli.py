@@ -40,8 +40,10 @@ def cmd_validate(args) -> int:
     if spec.teacher.onnx and spec.space.distill:
         from hwsearch.search.training._teacher import check_teacher
 
-        check_teacher(spec.teacher.onnx, data)
-        print(f"  teacher: {spec.teacher.onnx} gives {data.num_classes} logits on the dataset's images")
+        acc = check_teacher(spec.teacher, data)
+        t = spec.teacher
+        print(f"  teacher: {t.onnx} ({t.layout}, pixels 0..{t.pixel_max:g}, {t.output}) gives {data.num_classes} "
+              f"scores per image; {acc:.1%} on the validation split", flush=True)
     report = survey(spec, samples=args.samples, data=data)
     print(report.text())
     if report.unreachable:

@@ -26,6 +26,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "TeacherSpec",
+    "TrainingSpec",
     "load_spec",
     "parse_spec",
 ]
@@ -93,10 +94,50 @@ class DatasetSpec(_Strict):
 
 
 class TeacherSpec(_Strict):
-    """The distillation teacher: trained once per run (default), or an ONNX model from anywhere."""
+    """The distillation teacher: trained once per run (default), or an ONNX model from anywhere,
+    whose input and output conventions are declared here (the defaults: float NCHW images in
+    [0, 1], logits out). A fixed batch size in the model's input is read from the model."""
 
-    onnx: Path | None = Field(default=None, description="a teacher ONNX model (N,C,H,W float -> logits)")
+    onnx: Path | None = Field(default=None, description="a teacher ONNX model (float images -> logits)")
     extra_epochs: int = Field(default=4, ge=0, description="epochs the trained teacher gets beyond a candidate's")
+    layout: Literal["NCHW", "NHWC"] = Field(default="NCHW", description="the teacher's image layout")
+    pixel_max: float = Field(default=1.0, gt=0, description=(
+        "the value of a full-intensity pixel in the teacher's input, before mean and std: 1 for "
+        "images in [0, 1], 255 for raw 0..255 pixels"))
+    mean: list[float] | None = Field(default=None, description=(
+        "per-channel mean the teacher subtracts, in the units of pixel_max (e.g. [0.485, 0.456, 0.406])"))
+    std: list[float] | None = Field(default=None, description="per-channel standard deviation it divides by")
+    output: Literal["logits", "probabilities"] = Field(default="logits", description=(
+        "what the teacher outputs: logits, or softmax probabilities (turned into log-probabilities)"))
+
+    @model_validator(mode="after")
+    def _conventions(self) -> TeacherSpec:
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and (not v or (name == "std" and min(v) <= 0)):
+                raise ValueError(f"teacher.{name} must be a non-empty list{' of positive values' * (name == 'std')}, "
+                                 f"got {v}")
+        return self
+
+
+class TrainingSpec(_Strict):
+    """How every candidate (and the trained teacher) is trained, beyond the epochs, batch size and
+    learning rate under ``search`` (see :mod:`hwsearch.search.training._recipe`)."""
+
+    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="adamw, or sgd with Nesterov momentum")
+    schedule: Literal["onecycle", "cosine"] = Field(default="onecycle", description=(
+        "onecycle, or cosine decay after a linear warm-up"))
+    warmup: float = Field(default=0.15, ge=0, lt=1, description="share of the training steps spent warming up")
+    weight_decay: float = Field(default=1e-4, ge=0, description="on weights only, never on batch norm or biases")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    crop_padding: int | None = Field(default=None, ge=0, description=(
+        "random crops after padding this many pixels each side; 0 is off; default: an eighth of the "
+        "image side (4 at 32x32, 1 at 8x8)"))
+    flip: bool | None = Field(default=None, description=(
+        "random horizontal flips; default: on for photos, off where a mirror image changes the class "
+        "(digits)"))
+    cutout: int = Field(default=0, ge=0, description="side of the square cut out of each training image; 0 is off")
+    channels_last: bool = Field(default=True, description="train in the channels-last memory layout (faster on CPUs)")
 
 
 class EarlyStopping(_Strict):
@@ -151,6 +192,7 @@ class Spec(_Strict):
         default=["accuracy", "latency_ms", "size_kb"], min_length=1)
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     search: SearchSettings = Field(default_factory=SearchSettings)
     storage: str | None = Field(
         default=None, description="an Optuna storage URL; default: a journal file in the run directory"

@@ -217,6 +217,11 @@ class NetworkPlan:
         return self.stem.params + sum(b.params for b in self.blocks) + self.head.params
 
     @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one image through the network (the pruned form)."""
+        return sum(layer.macs for layer in self.layers)
+
+    @property
     def layers(self) -> tuple[Layer, ...]:
         return (self.stem, *self.blocks, self.head)
 

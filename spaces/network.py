@@ -334,14 +334,15 @@ def enable_quantization(net: Net) -> Net:
 # --------------------------------------------------------------------------------------------
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-                      labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+                      labels: torch.Tensor, temperature: float, alpha: float,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
     """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``.
 
     ``teacher_T`` and ``student_T`` are the softmax at temperature ``T``; the ``T^2`` keeps the
     gradient scale independent of ``T`` (Hinton et al., 2015). ``alpha == 0`` is plain
-    cross-entropy and needs no teacher.
+    cross-entropy and needs no teacher. ``label_smoothing`` smooths the labels' term only.
     """
-    ce = F.cross_entropy(student_logits, labels)
+    ce = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     if alpha == 0.0:
         return ce
     if teacher_logits is None:

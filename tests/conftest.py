@@ -63,8 +63,9 @@ def stop_process(proc, timeout: float = 10) -> None:
 def stop_processes_mentioning(marker: str, timeout: float = 5) -> list[int]:
     """Stop the processes whose command line mentions ``marker`` (a folder a test gave them), and
     all their descendants: SIGTERM, then SIGKILL after ``timeout`` s (some of a Ray head's
-    processes outlive a SIGTERM: three Ray tests' teardowns each waited a whole 20 s for them). Unlike ``ray stop --force``,
-    it leaves alone whatever else runs on the machine (another user's Ray cluster). Linux only."""
+    processes outlive a SIGTERM: three Ray tests' teardowns each waited a whole 20 s for them).
+    Unlike ``ray stop --force``, it leaves alone whatever else runs on the machine (another user's
+    Ray cluster). Linux only."""
     import os
     import signal
     import time

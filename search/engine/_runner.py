@@ -45,7 +45,7 @@ from hwsearch.search.study._study import (
     trial_seed,
 )
 from hwsearch.search.training._datasets import load_dataset
-from hwsearch.search.training._evaluate import Evaluation, TrainSettings
+from hwsearch.search.training._evaluate import Evaluation
 from hwsearch.spaces import build_plan, params_of, space
 from hwsearch.spaces._candidate import Candidate
 from hwsearch.targets import Cost
@@ -237,14 +237,14 @@ class _Driver:
 
     def _prepare(self, fresh: bool, evaluator) -> None:
         """Data, target (calibrated), reachability, corner seeds, teacher, executor, early stopping."""
-        from hwsearch.search.training._evaluate import resolve_device
+        from hwsearch.search.training._evaluate import train_settings
         from hwsearch.targets import get_target
 
         spec, study, s = self.spec, self.study, self.spec.search
         t0 = time.perf_counter()
         (self.run_dir / "spec.yaml").write_text(spec.to_yaml())
-        settings = TrainSettings(s.epochs, s.finetune_epochs, s.batch_size, s.lr, resolve_device(s.device))
         self.data = data = load_dataset(spec.dataset, spec.data_seed)
+        settings = train_settings(spec, data.input_shape[1])
         self.target = target = get_target(spec.target)
         study.set_user_attr("input_shape", list(data.input_shape))
         study.set_user_attr("num_classes", data.num_classes)

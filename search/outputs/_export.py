@@ -410,7 +410,7 @@ def trained_weights(ctx: RunContext, trial, log: Callable[[str], None]) -> tuple
     :func:`kept_weights_file`), or a reproducible retraining with the trial's seed (same spec, data,
     teacher and device)."""
     from hwsearch.search.study._study import trial_seed
-    from hwsearch.search.training._evaluate import TrainSettings, evaluate, resolve_device
+    from hwsearch.search.training._evaluate import evaluate, train_settings
     from hwsearch.spaces import Candidate
 
     kept = kept_weights_file(ctx.run_dir, trial)
@@ -425,7 +425,7 @@ def trained_weights(ctx: RunContext, trial, log: Callable[[str], None]) -> tuple
         teacher, _ = teacher_logits(ctx.spec, ctx.data, ctx.run_dir, log=log)
     seed = trial_seed(s.seed, trial.number)
     log(f"trial {trial.number}: no kept weights; retraining with seed {seed}")
-    settings = TrainSettings(s.epochs, s.finetune_epochs, s.batch_size, s.lr, resolve_device(s.device))
+    settings = train_settings(ctx.spec, ctx.data.input_shape[1])
     ev = evaluate(cand, ctx.data, teacher, settings, seed, keep_weights=True)
     return ev.state_dict, {"source": "retrained", "seed": seed, "retrained_accuracy": ev.accuracy}
 

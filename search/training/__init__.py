@@ -30,13 +30,16 @@ if TYPE_CHECKING:
         evaluation_steps,
         predict_logits,
         resolve_device,
+        train_settings,
         trained_network,
     )
+    from hwsearch.search.training._recipe import Recipe, augment
 
 __getattr__ = lazy_exports(__name__, {"._evaluate": (
     "Evaluation", "TrainSettings", "TrialFailed", "evaluate", "evaluation_steps", "predict_logits", "resolve_device",
-    "trained_network")})
+    "train_settings", "trained_network"), "._recipe": ("Recipe", "augment")})
 
-__all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "TeacherError", "TrainSettings", "TrialFailed",
-           "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset", "predict_logits",
-           "register_dataset", "resolve_device", "teacher_candidate", "teacher_logits", "trained_network"]
+__all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "Recipe", "TeacherError", "TrainSettings", "TrialFailed",
+           "augment", "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset",
+           "predict_logits", "register_dataset", "resolve_device", "teacher_candidate", "teacher_logits",
+           "train_settings", "trained_network"]

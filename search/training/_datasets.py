@@ -54,17 +54,19 @@ class DataSource:
     load: Callable[..., Raw]
     description: str
     resizes: bool = False
+    mirrors: bool = True  # a mirror image is still of its class (photos): training may flip it
 
 
 _SOURCES: dict[str, DataSource] = {}
 
 
-def register_dataset(name: str, needs_path: bool, description: str, resizes: bool = False) -> Callable:
+def register_dataset(name: str, needs_path: bool, description: str, resizes: bool = False,
+                     mirrors: bool = True) -> Callable:
     def deco(fn: Callable[..., Raw]) -> Callable[..., Raw]:
         if name in _SOURCES:
             raise ValueError(f"dataset {name!r} is already registered ({_SOURCES[name].description}); "
                              "register yours under another name")
-        _SOURCES[name] = DataSource(name, needs_path, fn, description, resizes)
+        _SOURCES[name] = DataSource(name, needs_path, fn, description, resizes, mirrors)
         return fn
     return deco
 
@@ -169,7 +171,7 @@ def load_dataset(spec, seed: int) -> Data:
 # Sources
 # ------------------------------------------------------------------------------------------
 
-@register_dataset("digits", needs_path=False, description="scikit-learn's bundled 8x8 digits")
+@register_dataset("digits", needs_path=False, description="scikit-learn's bundled 8x8 digits", mirrors=False)
 def _digits(spec, rng: np.random.Generator) -> Raw:
     from sklearn.datasets import load_digits
 

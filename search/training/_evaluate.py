@@ -19,6 +19,7 @@ import torch
 
 from hwsearch.search.errors import SearchError
 from hwsearch.search.training._datasets import Data
+from hwsearch.search.training._recipe import Recipe, augment, optimizer_for, schedule_for
 from hwsearch.spaces._candidate import Candidate
 from hwsearch.spaces._plan import build_plan
 
@@ -38,6 +39,7 @@ class TrainSettings:
     # network in float, then quantize it after training, only calibrating activation ranges
     # (post-training quantization, the hand-made pipeline the benchmarks compare against).
     quantization: str = "qat"
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 @dataclass
@@ -46,6 +48,23 @@ class Evaluation:
     curve: list[dict] = field(default_factory=list)  # one entry per epoch: phase, epoch, loss, val_accuracy
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     state_dict: dict | None = None  # final (pruned, folded, quantization-aware) weights
+
+
+def train_settings(spec, input_side: int, **changes) -> TrainSettings:
+    """The :class:`TrainSettings` of a spec's candidates (``changes`` override fields, e.g. the
+    teacher's epochs), for images ``input_side`` pixels high: the recipe's defaults resolved."""
+    from dataclasses import replace
+
+    from hwsearch.search.training._datasets import dataset_sources
+
+    s, t = spec.search, spec.training
+    recipe = Recipe(optimizer=t.optimizer, schedule=t.schedule, warmup=t.warmup, weight_decay=t.weight_decay,
+                    label_smoothing=t.label_smoothing,
+                    crop_padding=t.crop_padding if t.crop_padding is not None else max(1, input_side // 8),
+                    flip=t.flip if t.flip is not None else dataset_sources()[spec.dataset.name].mirrors,
+                    cutout=t.cutout, channels_last=t.channels_last)
+    settings = TrainSettings(s.epochs, s.finetune_epochs, s.batch_size, s.lr, resolve_device(s.device), recipe=recipe)
+    return replace(settings, **changes)
 
 
 def resolve_device(name: str) -> str:
@@ -68,25 +87,33 @@ def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
 
 def _epochs(net, phase: str, n: int, lr: float, data: tuple, teacher: torch.Tensor | None,
             cand: Candidate, settings: TrainSettings, gen: torch.Generator, curve: list):
-    """Train ``n`` epochs; after each, append to ``curve`` and yield (epoch, validation accuracy)."""
+    """Train ``n`` epochs; after each, append to ``curve`` and yield (epoch, validation accuracy).
+    On CUDA the dense phase runs its forward pass in bfloat16 (mixed precision); quantization-aware
+    phases stay in float32, so the fake quantizers see the grid they emulate."""
     from hwsearch.spaces.network import distillation_loss
 
     x, y, xv, yv = data
     if n == 0:
         return
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    recipe = settings.recipe
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    net.to(memory_format=layout)
+    opt = optimizer_for(net, recipe, lr)
     steps = n * math.ceil(len(x) / settings.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    sched = schedule_for(opt, recipe, lr, steps)
     alpha = cand.alpha if teacher is not None else 0.0
+    mixed = x.device.type == "cuda" and phase == "dense"
     for epoch in range(n):
         net.train()
         perm = torch.randperm(len(x), generator=gen).to(x.device)
         total, count = 0.0, 0
         for i in range(0, len(x), settings.batch_size):
             idx = perm[i:i + settings.batch_size]
-            logits = net(x[idx])
-            loss = distillation_loss(logits, teacher[idx] if teacher is not None else None, y[idx],
-                                     cand.temperature, alpha)
+            batch = augment(x[idx], recipe, gen).contiguous(memory_format=layout)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mixed):
+                logits = net(batch)
+            loss = distillation_loss(logits.float(), teacher[idx] if teacher is not None else None, y[idx],
+                                     cand.temperature, alpha, label_smoothing=recipe.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss became {loss.item()} in {phase} epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
@@ -187,5 +214,5 @@ def evaluation_steps(candidate: Candidate, data: Data, teacher_logits: np.ndarra
     timings["finetune_s"] = time.perf_counter() - t0
     if not math.isfinite(acc):
         raise TrialFailed("validation accuracy is not finite")
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()} if keep_weights else None
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()} if keep_weights else None
     return Evaluation(accuracy=acc, curve=curve, timings=timings, state_dict=state)

@@ -3,11 +3,15 @@
 By default the teacher is the widest network the space allows (every width, depth and expand
 ratio at its maximum, the smallest kernel, full precision, no pruning), trained once per run for a few more
 epochs than candidates get. Alternatively the spec names a teacher ONNX model, and onnxruntime
-computes its logits, so a teacher from any framework works. Its input is float32
-(N, C, H, W) images scaled to [0, 1] (not normalised), its output the logits over the dataset's
-classes in the dataset's class order. A model that does not fit (another input shape or type,
-another number of classes, a failure when run, non-finite logits) raises :class:`TeacherError`
-naming the file; :func:`check_teacher` finds that out on a few images, for ``hwsearch validate``.
+computes its logits, so a teacher from any framework works. The spec declares its conventions
+(``teacher.layout``, ``pixel_max``, ``mean``, ``std``, ``output``; by default float32 NCHW images
+in [0, 1] and logits out, over the dataset's classes in the dataset's class order); a batch fixed
+in the graph is read from it. Probabilities become log-probabilities, which distil exactly as
+logits do (a softmax of them gives the probabilities back). A model that does not fit (another
+input shape or type, another number of classes, a failure when run, non-finite scores,
+"probabilities" that are not) raises :class:`TeacherError` naming the file; :func:`check_teacher`
+finds that out on a few images, and measures the teacher on the validation split, for
+``hwsearch validate``.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ def _why(e: Exception) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())  # onnxruntime's messages span lines
 
 
-def _session(path: Path, data: Data):
-    """An onnxruntime session of the teacher, its input and output checked against ``data``."""
+def _session(path: Path, data: Data, conv):
+    """An onnxruntime session of the teacher, its input and output checked against ``data`` read
+    with the conventions ``conv`` (a :class:`~hwsearch.search.spec.TeacherSpec`)."""
     import onnxruntime as ort
 
     if not path.is_file():
@@ -50,55 +55,100 @@ def _session(path: Path, data: Data):
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise TeacherError(f"teacher.onnx {path}: cannot load the ONNX model ({_why(e)})") from None
     inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    expected = list(data.input_shape)
+    c, h, w = data.input_shape
+    expected = [c, h, w] if conv.layout == "NCHW" else [h, w, c]
+    dims = f"(N, {', '.join(map(str, expected))}) in {conv.layout}"
     if len(inputs) != 1:
         raise TeacherError(f"teacher.onnx {path}: takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
-                           f"a teacher takes one, float32 images (N, {', '.join(map(str, expected))})")
+                           f"a teacher takes one, images {dims}")
     inp = inputs[0]
-    if inp.type != "tensor(float)":
+    if inp.type not in ("tensor(float)", "tensor(uint8)"):
         raise TeacherError(f"teacher.onnx {path}: input {inp.name!r} is {inp.type}; a teacher takes "
-                           "tensor(float) images scaled to [0, 1]")
+                           "tensor(float) (or tensor(uint8)) images")
     got = [d if isinstance(d, int) else None for d in inp.shape[1:]]
     if len(got) != 3 or any(g is not None and g != e for g, e in zip(got, expected)):
-        raise TeacherError(f"teacher.onnx {path}: input shape {inp.shape} does not match the dataset's "
-                           f"(N, {', '.join(map(str, expected))})")
+        hint = ""
+        other = [h, w, c] if conv.layout == "NCHW" else [c, h, w]
+        if all(g is None or g == e for g, e in zip(got, other)) and len(got) == 3:
+            hint = f"; it looks {'NHWC' if conv.layout == 'NCHW' else 'NCHW'}: set teacher.layout"
+        raise TeacherError(f"teacher.onnx {path}: input shape {inp.shape} does not match the dataset's {dims}{hint}")
+    for name in ("mean", "std"):
+        v = getattr(conv, name)
+        if v is not None and len(v) not in (1, c):
+            raise TeacherError(f"teacher.{name}: {len(v)} values for images of {c} channels")
     out = outputs[0]
     if out.type not in ("tensor(float)", "tensor(double)", "tensor(float16)"):
-        raise TeacherError(f"teacher.onnx {path}: output {out.name!r} is {out.type}; a teacher outputs float logits")
+        raise TeacherError(f"teacher.onnx {path}: output {out.name!r} is {out.type}; a teacher outputs float "
+                           f"{conv.output}")
     shape = out.shape  # None or [] when the model does not declare it: then the run is checked
     if shape and (len(shape) != 2 or isinstance(shape[1], int) and shape[1] != data.num_classes):
         raise TeacherError(f"teacher.onnx {path}: outputs shape {tuple(out.shape[1:])}, expected "
-                           f"({data.num_classes},) logits for the dataset's classes")
+                           f"({data.num_classes},) {conv.output} for the dataset's classes")
     return sess
 
 
-def _onnx_logits(path: Path, data: Data, limit: int | None = None) -> np.ndarray:
-    """The teacher's logits on the training images (the first ``limit`` of them)."""
-    sess = _session(path, data)
-    name = sess.get_inputs()[0].name
-    mean = np.asarray(data.mean, np.float32)[None, :, None, None]
-    std = np.asarray(data.std, np.float32)[None, :, None, None]
-    x = data.x_train[:limit] * std + mean  # back to [0, 1]
+def _teacher_input(x01: np.ndarray, conv, dtype: str) -> np.ndarray:
+    """Images in [0, 1] (N, C, H, W) in the teacher's conventions: pixel range, mean and std, layout."""
+    x = x01 * np.float32(conv.pixel_max)
+    if dtype == "tensor(uint8)":
+        x = np.clip(np.rint(x), 0, 255)
+    if conv.mean is not None:
+        x = x - np.asarray(conv.mean, np.float32)[None, :, None, None]
+    if conv.std is not None:
+        x = x / np.asarray(conv.std, np.float32)[None, :, None, None]
+    if conv.layout == "NHWC":
+        x = x.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x, dtype=np.uint8 if dtype == "tensor(uint8)" else np.float32)
+
+
+def _onnx_logits(path: Path, data: Data, conv, x01: np.ndarray | None = None) -> np.ndarray:
+    """The teacher's logits (log-probabilities for a teacher that outputs probabilities) on images
+    in [0, 1] (N, C, H, W): by default the training images. A model whose batch is fixed in its
+    graph is run that many images at a time (the last batch padded, its padding dropped)."""
+    sess = _session(path, data, conv)
+    inp = sess.get_inputs()[0]
+    if x01 is None:
+        mean = np.asarray(data.mean, np.float32)[None, :, None, None]
+        std = np.asarray(data.std, np.float32)[None, :, None, None]
+        x01 = data.x_train * std + mean  # back to [0, 1]
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 256
     out = []
-    for i in range(0, len(x), 256):
+    for i in range(0, len(x01), batch):
+        chunk = _teacher_input(x01[i:i + batch], conv, inp.type)
+        n = len(chunk)
+        if n < batch and isinstance(inp.shape[0], int):
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
         try:
-            out.append(np.asarray(sess.run(None, {name: x[i:i + 256].astype(np.float32)})[0]))
+            out.append(np.asarray(sess.run(None, {inp.name: chunk})[0])[:n])
         except Exception as e:  # onnxruntime raises its own exception types
             raise TeacherError(f"teacher.onnx {path}: fails on the dataset's images "
-                               f"{'x'.join(map(str, x.shape[1:]))} ({_why(e)})") from None
-    logits = np.concatenate(out).astype(np.float32)
-    if logits.ndim != 2 or logits.shape != (len(x), data.num_classes):
-        raise TeacherError(f"teacher.onnx {path}: outputs shape {logits.shape[1:]} for {len(x)} images, expected "
-                           f"({data.num_classes},) logits for the dataset's classes")
-    if not np.isfinite(logits).all():
-        raise TeacherError(f"teacher.onnx {path}: outputs NaN or infinite logits on the dataset's images")
-    return logits
+                               f"{'x'.join(map(str, x01.shape[1:]))} ({_why(e)})") from None
+    scores = np.concatenate(out).astype(np.float32)
+    if scores.ndim != 2 or scores.shape != (len(x01), data.num_classes):
+        raise TeacherError(f"teacher.onnx {path}: outputs shape {scores.shape[1:]} for {len(x01)} images, expected "
+                           f"({data.num_classes},) {conv.output} for the dataset's classes")
+    if not np.isfinite(scores).all():
+        raise TeacherError(f"teacher.onnx {path}: outputs NaN or infinite values on the dataset's images")
+    if conv.output == "probabilities":
+        sums = scores.sum(1)
+        if (scores < -1e-6).any() or not np.allclose(sums, 1.0, atol=1e-3):
+            raise TeacherError(f"teacher.onnx {path}: teacher.output is 'probabilities', but its outputs are not: "
+                               f"rows sum to {sums.min():.3g}..{sums.max():.3g}; set teacher.output: logits")
+        return np.log(np.clip(scores, 1e-12, None))
+    return scores
 
 
-def check_teacher(path: str | Path, data: Data, images: int = 8) -> None:
-    """Raise :class:`TeacherError` unless the teacher loads, takes the dataset's images and gives
-    finite logits over its classes, tried on the first ``images`` training images."""
-    _onnx_logits(Path(path), data, limit=images)
+def check_teacher(conv, data: Data, images: int = 8) -> float:
+    """Raise :class:`TeacherError` unless the teacher of ``conv`` (a
+    :class:`~hwsearch.search.spec.TeacherSpec` naming an ONNX file) loads, takes the dataset's
+    images in its declared conventions and gives finite scores over its classes, tried on
+    ``images`` training images; then return its accuracy on the validation split. A teacher far
+    below what it should score usually has a convention wrong (pixel range, layout, class order)."""
+    mean = np.asarray(data.mean, np.float32)[None, :, None, None]
+    std = np.asarray(data.std, np.float32)[None, :, None, None]
+    _onnx_logits(Path(conv.onnx), data, conv, data.x_train[:images] * std + mean)
+    logits = _onnx_logits(Path(conv.onnx), data, conv, data.x_val * std + mean)
+    return float((logits.argmax(1) == data.y_val).mean())
 
 
 def teacher_logits(spec, data: Data, run_dir: Path, log=print) -> tuple[np.ndarray, dict]:
@@ -106,9 +156,12 @@ def teacher_logits(spec, data: Data, run_dir: Path, log=print) -> tuple[np.ndarr
     folder = run_dir / "teacher"
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, logits_path = folder / "teacher.json", folder / "logits.npy"
-    source = str(spec.teacher.onnx) if spec.teacher.onnx else teacher_candidate(spec.space).to_string()
+    source = (spec.teacher.model_dump(mode="json", exclude={"extra_epochs"}) if spec.teacher.onnx
+              else teacher_candidate(spec.space).to_string())
     key = {"source": source, "data": data.fingerprint(), "seed": spec.search.seed,
-           "epochs": spec.search.epochs + spec.teacher.extra_epochs}
+           "epochs": spec.search.epochs + spec.teacher.extra_epochs,
+           "training": spec.training.model_dump(mode="json"), "batch_size": spec.search.batch_size,
+           "lr": spec.search.lr}
     if meta_path.exists() and logits_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:
@@ -125,18 +178,19 @@ def teacher_logits(spec, data: Data, run_dir: Path, log=print) -> tuple[np.ndarr
             return cached, meta
     if spec.teacher.onnx:
         log(f"computing teacher logits with {spec.teacher.onnx}")
-        logits = _onnx_logits(Path(spec.teacher.onnx), data)
-        meta = {"key": key, "kind": "onnx", "path": str(spec.teacher.onnx)}
+        logits = _onnx_logits(Path(spec.teacher.onnx), data, spec.teacher)
+        meta = {"key": key, "kind": "onnx", "path": str(spec.teacher.onnx),
+                "conventions": spec.teacher.model_dump(mode="json", exclude={"onnx", "extra_epochs"})}
     else:
         import torch
 
-        from hwsearch.search.training._evaluate import TrainSettings, evaluate, predict_logits, trained_network
+        from hwsearch.search.training._evaluate import evaluate, predict_logits, train_settings, trained_network
 
         cand = teacher_candidate(spec.space)
         s = spec.search
         log(f"training the teacher {cand} ({s.epochs + spec.teacher.extra_epochs} epochs)")
-        settings = TrainSettings(epochs=s.epochs + spec.teacher.extra_epochs, finetune_epochs=0,
-                                 batch_size=s.batch_size, lr=s.lr, device=s.device)
+        settings = train_settings(spec, data.input_shape[1], epochs=s.epochs + spec.teacher.extra_epochs,
+                                  finetune_epochs=0)
         ev = evaluate(cand, data, None, settings, seed=s.seed, keep_weights=True)
         net = trained_network(cand, data.input_shape, data.num_classes, ev.state_dict)
         logits = predict_logits(net, data.x_train)

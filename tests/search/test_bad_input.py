@@ -37,6 +37,7 @@ from hwsearch.search.spec import (
     Spec,
     SpecError,
     TeacherSpec,
+    TrainingSpec,
     parse_spec,
 )
 from hwsearch.search.training._datasets import DatasetError, load_dataset
@@ -197,7 +198,13 @@ LEAVES = {
     **{("space", f): "list" for f in ("stem_widths", "stages", "kernels", "expand_ratios", "se", "activations",
                                       "prune_ratios", "weight_bits", "activation_bits", "temperature", "alpha")},
     ("space", "bits_per_stage"): "bool", ("space", "distill"): "bool",
-    ("teacher", "onnx"): "str", ("teacher", "extra_epochs"): "int",
+    ("teacher", "onnx"): "str", ("teacher", "extra_epochs"): "int", ("teacher", "layout"): "str",
+    ("teacher", "pixel_max"): "num", ("teacher", "mean"): "list", ("teacher", "std"): "list",
+    ("teacher", "output"): "str", ("training",): "section",
+    **{("training", f): "str" for f in ("optimizer", "schedule")},
+    **{("training", f): "num" for f in ("warmup", "weight_decay", "label_smoothing")},
+    **{("training", f): "int" for f in ("crop_padding", "cutout")},
+    ("training", "flip"): "bool", ("training", "channels_last"): "bool",
     **{("search", f): "int" for f in ("trials", "seed", "epochs", "finetune_epochs", "batch_size", "workers")},
     **{("search", f): "num" for f in ("lr", "cpus_per_trial", "gpus_per_trial")},
     **{("search", f): "str" for f in ("sampler", "backend", "device", "address")},
@@ -217,7 +224,7 @@ WRONG = {  # values no lax coercion turns into the kind
 }
 SECTIONS = {(): Spec, ("dataset",): DatasetSpec, ("budget",): Budget, ("space",): SpaceSpec,
             ("space", "stages", 0): StageSpace, ("teacher",): TeacherSpec, ("search",): SearchSettings,
-            ("search", "early_stopping"): EarlyStopping}
+            ("search", "early_stopping"): EarlyStopping, ("training",): TrainingSpec}
 OUT_OF_RANGE = {
     ("search", "trials"): st.integers(max_value=0), ("search", "epochs"): st.integers(max_value=0),
     ("search", "finetune_epochs"): st.integers(max_value=-1), ("search", "batch_size"): st.integers(max_value=0),
@@ -232,6 +239,10 @@ OUT_OF_RANGE = {
     ("dataset", "limit"): st.integers(max_value=19), ("dataset", "seed"): st.integers(max_value=-1),
     ("dataset", "image_size"): st.integers(max_value=7) | st.integers(min_value=225),
     ("teacher", "extra_epochs"): st.integers(max_value=-1),
+    ("teacher", "pixel_max"): st.floats(max_value=0) | st.just(math.nan),
+    ("training", "warmup"): st.floats(max_value=-1e-9) | st.floats(min_value=1),
+    ("training", "label_smoothing"): st.floats(max_value=-1e-9) | st.floats(min_value=1),
+    ("training", "crop_padding"): st.integers(max_value=-1), ("training", "cutout"): st.integers(max_value=-1),
     ("space", "stem_widths"): st.integers(max_value=0).map(lambda w: [8, w]),
     ("space", "prune_ratios"): st.floats(min_value=MAX_PRUNE + 1e-6, max_value=1e9).map(lambda r: [0.0, r]),
     ("space", "temperature"): st.floats(100.001, 1e9).map(lambda hi: [1.0, hi]),
@@ -909,11 +920,11 @@ def teacher_with_two_inputs(t):
             "takes 2 inputs (x, s); a teacher takes one")
 
 
-def teacher_of_bytes(t):
+def teacher_of_integers(t):
     nodes = [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
              helper.make_node("Flatten", ["c"], ["f"], axis=1), helper.make_node("MatMul", ["f", "w"], ["y"])]
-    return (_model(t / "t.onnx", nodes, [_x_in(TensorProto.UINT8)], [_logits()], [_w()]),
-            "input 'x' is tensor(uint8)")
+    return (_model(t / "t.onnx", nodes, [_x_in(TensorProto.INT64)], [_logits()], [_w()]),
+            "input 'x' is tensor(int64)")
 
 
 def teacher_with_undeclared_classes(t):
@@ -936,11 +947,11 @@ def teacher_of_nans(t):
     nan = numpy_helper.from_array(np.array(np.nan, np.float32), "nan")
     nodes = [FLAT, helper.make_node("MatMul", ["f", "w"], ["l"]), helper.make_node("Mul", ["l", "nan"], ["y"])]
     return (_model(t / "t.onnx", nodes, [_x_in()], [_logits()], [_w(), nan]),
-            "outputs NaN or infinite logits")
+            "outputs NaN or infinite values")
 
 
 BAD_TEACHERS = [teacher_missing, teacher_not_onnx, teacher_for_rgb, teacher_of_five_classes, teacher_with_two_inputs,
-                teacher_of_bytes, teacher_with_undeclared_classes, teacher_failing_on_a_batch, teacher_of_nans]
+                teacher_of_integers, teacher_with_undeclared_classes, teacher_failing_on_a_batch, teacher_of_nans]
 
 
 @pytest.fixture(scope="module")
@@ -952,7 +963,7 @@ def digits():
 def test_a_teacher_that_does_not_fit_is_a_teacher_error_and_validate_exits_2(make, tmp_path, digits):
     path, says = make(tmp_path)
     with pytest.raises(TeacherError) as refused:
-        check_teacher(path, digits)
+        check_teacher(TeacherSpec(onnx=path), digits)
     message = str(refused.value)
     assert message.startswith(f"teacher.onnx {path}: ") and says in message and "\n" not in message, message
     code, out, err = cli("validate", write_spec(tmp_path, tiny_spec(teacher={"onnx": str(path)})))
@@ -962,11 +973,12 @@ def test_a_teacher_that_does_not_fit_is_a_teacher_error_and_validate_exits_2(mak
 
 def test_a_fitting_teacher_passes_validate(tmp_path, digits):
     linear_onnx(tmp_path / "t.onnx")
-    check_teacher(tmp_path / "t.onnx", digits)  # raises nothing
+    assert 0 <= check_teacher(TeacherSpec(onnx=tmp_path / "t.onnx"), digits) <= 1  # raises nothing
     spec = write_spec(tmp_path, tiny_spec(teacher={"onnx": "t.onnx"}, target=str(tiny_profile(tmp_path / "d.json"))))
     code, out, err = cli("validate", spec, "--samples", "5")
     assert code == 0, err
-    assert "teacher: " in out and "gives 10 logits" in out and "dataset: 320 training and 80 validation" in out
+    assert "teacher: " in out and "gives 10 scores per image" in out and "on the validation split" in out
+    assert "dataset: 320 training and 80 validation" in out
     assert out.rstrip().splitlines()[-1] == f"spec {spec}: valid"
 
 

@@ -1,0 +1,96 @@
+"""Training throughput on this host: images per second of one training step (forward, backward,
+optimiser), for the memory layouts and phases a candidate trains in.
+
+The candidates are the issue's MobileNet-style network of 11.5M multiply-adds at 3x32x32, dense
+(the search's dense phase) and with fake quantization at w8a8 (its fine-tuning phase), batch 128,
+on this host's cores. Every configuration is timed in interleaved rounds, so that a slow moment
+of a shared host hits them alike; a figure is the median of its rounds, and the ratios between
+configurations are taken within one run. Results: ``bench/results/train_throughput.json``.
+
+    python bench/train_throughput.py [--rounds 7] [--steps 6] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from common import write_results
+
+CANDIDATE = "c16:ir_r2_k3_e6_c24_re:ir_r2_k3_e6_c48_re:ir_r2_k3_e6_c96_re"  # 11.5M multiply-adds at 32x32
+
+
+def main() -> None:
+    import torch
+
+    from hwsearch.search.training._recipe import Recipe, optimizer_for
+    from hwsearch.spaces import Candidate, build_plan, network
+    from hwsearch.targets._meter import host_name
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=6, help="training steps per round and configuration")
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args()
+
+    shape = (3, 32, 32)
+    configs = {}
+    for phase, bits in (("dense", ""), ("fake-quantized w8a8", "_w8a8")):
+        cand = Candidate.from_string(":".join(s + bits if i else s for i, s in enumerate(CANDIDATE.split(":"))))
+        plan = build_plan(cand, shape, 10)
+        for layout_name, layout in (("NCHW (before)", torch.contiguous_format),
+                                    ("channels_last (after)", torch.channels_last)):
+            net = network.build(plan, torch.Generator().manual_seed(0))
+            if bits:
+                net.eval()
+                net = network.enable_quantization(network.fold_batchnorm(network.prune(net)))
+            net.train().to(memory_format=layout)
+            opt = optimizer_for(net, Recipe(), 1e-3)
+            gen = torch.Generator().manual_seed(1)
+            x = torch.randn(args.batch, *shape, generator=gen).contiguous(memory_format=layout)
+            y = torch.randint(0, 10, (args.batch,), generator=gen)
+            configs[(phase, layout_name)] = (net, opt, x, y)
+
+    def step(net, opt, x, y) -> None:
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for c in configs.values():  # warm-up: kernels chosen, memory allocated
+        for _ in range(3):
+            step(*c)
+    rates: dict = {k: [] for k in configs}
+    for _ in range(args.rounds):
+        for key, c in configs.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step(*c)
+            rates[key].append(args.steps * args.batch / (time.perf_counter() - t0))
+
+    rows = []
+    for (phase, layout), r in rates.items():
+        rows.append({"phase": phase, "layout": layout, "images_per_s": float(np.median(r)),
+                     "rounds": [round(v, 1) for v in r]})
+    speedups = {}
+    for phase in ("dense", "fake-quantized w8a8"):
+        before = next(r for r in rows if r["phase"] == phase and "before" in r["layout"])
+        after = next(r for r in rows if r["phase"] == phase and "after" in r["layout"])
+        ratios = [a / b for a, b in zip(rates[(phase, after["layout"])], rates[(phase, before["layout"])])]
+        speedups[phase] = {"median_of_round_ratios": float(np.median(ratios)),
+                           "min": float(min(ratios)), "max": float(max(ratios))}
+    results = {"host": host_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "candidate": CANDIDATE, "input": list(shape), "batch": args.batch, "rounds": args.rounds,
+               "steps_per_round": args.steps, "rows": rows, "speedup_after_vs_before": speedups}
+    dest = write_results("train_throughput", results)
+    print(f"host {results['host']}, torch {results['torch']}, {results['threads']} threads, batch {args.batch}")
+    for r in rows:
+        print(f"  {r['phase']:<20} {r['layout']:<22} {r['images_per_s']:7.0f} images/s")
+    for phase, s in speedups.items():
+        print(f"  {phase}: channels_last {s['median_of_round_ratios']:.2f}x (rounds {s['min']:.2f}-{s['max']:.2f}x)")
+    print(f"wrote {dest}")
+
+
+if __name__ == "__main__":
+    main()
