@@ -40,7 +40,7 @@ def main() -> None:
     from hwsearch.search.spec import DatasetSpec
     from hwsearch.search.training import Recipe, TrainSettings, evaluate, load_dataset, resolve_device
     from hwsearch.spaces import Candidate, build_plan
-    from hwsearch.targets._meter import host_name
+    from hwsearch.targets import host_name
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))

@@ -24,9 +24,9 @@ CANDIDATE = "c16:ir_r2_k3_e6_c24_re:ir_r2_k3_e6_c48_re:ir_r2_k3_e6_c96_re"  # 11
 def main() -> None:
     import torch
 
-    from hwsearch.search.training._recipe import Recipe, optimizer_for
+    from hwsearch.search.training import Recipe, optimizer_for
     from hwsearch.spaces import Candidate, build_plan, network
-    from hwsearch.targets._meter import host_name
+    from hwsearch.targets import host_name
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
