@@ -7,7 +7,10 @@ objective, the hypervolume as trials finished), the **Pareto explorer** (the fro
 accuracy, latency, size and peak memory, with the selected candidate below), one **candidate** in
 detail (its layers, where its latency goes, its training, its export) and up to three candidates
 side by side (**compare**). The sidebar picks the run and the device: another target re-prices
-every trained candidate without retraining, and an estimated profile is labelled as such.
+every trained candidate without retraining, and an estimated profile is labelled as such. Two
+more pages belong to the search service and need no run: **New search** (a form or a YAML spec,
+validated as it is typed, priced before it is queued) and **Jobs** (state, progress and log of
+every job, with stop, resume and a link to its run).
 
 The app reads a run only through the read-only results API (:mod:`hwsearch.search.outputs._results`) and never
 writes to it. What it reads is cached, keyed on the storage's modification time, and the page
@@ -32,12 +35,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from hwsearch.search.outputs import Repricing, RunResults, non_dominated, storage_stamp, study_names
-from hwsearch.search.study import CorruptJournal
+from hwsearch.search.study import FINAL_DIR, CorruptJournal
 from hwsearch.spaces import BlockPlan, Candidate, HeadPlan, Layer, NetworkPlan, StemPlan
 from hwsearch.targets import COST_METRICS, get_target, target_names
 
 RUNS_ENV = "HWSEARCH_APP_RUNS"
 PAGES = ("Overview", "Pareto explorer", "Candidate", "Compare")
+SERVICE_PAGES = ("New search", "Jobs")  # the search service's: they need no run
 METRICS = {"accuracy": "accuracy", "latency_ms": "latency (ms)", "size_kb": "size (KB)",
            "peak_memory_kb": "peak memory (KB)"}
 SHORT = {"accuracy": "accuracy", "latency_ms": "latency", "size_kb": "size", "peak_memory_kb": "peak memory"}
@@ -70,9 +74,10 @@ def stamp_of(source: str):
     """The cache key of the run's current contents: its file's modification time and size; for a
     database server, the current period of ``SERVER_REFRESH_S`` seconds."""
     run_dir, storage, _ = parse_source(source)
+    finals = max((p.stat().st_mtime_ns for p in Path(run_dir).glob(f"{FINAL_DIR}/trial_*/record.json")), default=0)
     if storage and not storage.startswith("sqlite:///"):
-        return int(time.time() // SERVER_REFRESH_S)
-    return storage_stamp(run_dir, storage)
+        return int(time.time() // SERVER_REFRESH_S), finals
+    return storage_stamp(run_dir, storage), finals
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the run…")
@@ -112,11 +117,12 @@ def priced(source: str, stamp, device: str | None) -> tuple[pd.DataFrame, dict[i
         rows, unpriceable = repricing.rows, repricing.unpriceable
         front = {r.number for r in non_dominated([r for r in rows if r.state == "complete"], res.objectives)}
     df = pd.DataFrame([r.to_dict() for r in rows],
-                      columns=["number", "state", "candidate", "accuracy", "latency_ms", "size_kb",
+                      columns=["number", "state", "candidate", "accuracy", "final_accuracy", "latency_ms", "size_kb",
                                "peak_memory_kb", "reason"])
     df[["w_bits", "a_bits", "pruned"]] = pd.DataFrame([labels(c) for c in df.candidate], index=df.index,
                                                       columns=["w_bits", "a_bits", "pruned"])
     df["front"] = df.number.isin(front)
+    df["final_front"] = df.number.isin({r.number for r in res.final_pareto()} if device is None else set())
     return df, unpriceable
 
 
@@ -577,14 +583,29 @@ def explorer(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
 
     st.subheader(f"The front: {len(front)} feasible Pareto-optimal candidates")
     number_column = st.column_config.NumberColumn
-    st.dataframe(front[["number", *METRICS, "w_bits", "a_bits", "pruned", "candidate"]], hide_index=True,
-                 key="front_table", selection_mode="single-row",
-                 on_select=partial(pick_from_table, "front_table", numbers),
-                 column_config={"number": "trial", "accuracy": number_column(format="percent"),
-                                "latency_ms": number_column(METRICS["latency_ms"], format="%.4f"),
-                                "size_kb": number_column(METRICS["size_kb"], format="%.2f"),
-                                "peak_memory_kb": number_column(METRICS["peak_memory_kb"], format="%.2f"),
-                                "w_bits": "weights", "a_bits": "activations"})
+    columns: dict = {"number": "trial", "accuracy": number_column("search accuracy", format="percent"),
+               "final_accuracy": number_column("final accuracy", format="percent"),
+               "latency_ms": number_column(METRICS["latency_ms"], format="%.4f"),
+               "size_kb": number_column(METRICS["size_kb"], format="%.2f"),
+               "peak_memory_kb": number_column(METRICS["peak_memory_kb"], format="%.2f"),
+               "w_bits": "weights", "a_bits": "activations"}
+    trained = df.final_accuracy.notna().any()
+    shown = ["number", "accuracy", *(["final_accuracy"] if trained else []), *list(METRICS)[1:], "w_bits", "a_bits",
+             "pruned", "candidate"]
+    st.dataframe(front[shown], hide_index=True, key="front_table", selection_mode="single-row",
+                 on_select=partial(pick_from_table, "front_table", numbers), column_config=columns)
+    if trained and device is None:
+        final = df[df.final_front].sort_values(["final_accuracy", "latency_ms"], ascending=[False, True])
+        finals = res.finals
+        fidelity = next(iter(finals.values())).fidelity.describe()
+        st.subheader(f"The front by final accuracy: {len(final)} of the {len(finals)} candidates trained at the final "
+                     "fidelity")
+        st.caption(f"'hwsearch train' trained them again at {fidelity}; the final accuracy is on that training's "
+                   "own validation split. Export uses their final weights.")
+        final_numbers = [int(n) for n in final.number]
+        st.dataframe(final[["number", "final_accuracy", "accuracy", *list(METRICS)[1:], "candidate"]],
+                     hide_index=True, key="final_table", selection_mode="single-row",
+                     on_select=partial(pick_from_table, "final_table", final_numbers), column_config=columns)
     if st.session_state.trial is None:
         st.info("Click a point or a row of the table to see a candidate.")
     else:
@@ -666,6 +687,261 @@ def compare(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str |
                                  "latency (ms)"]], hide_index=True, column_config=ARCH_COLUMNS)
 
 
+# ---------------------------------------------------------------- the search service's pages
+
+# The form's fields, by the spec field path their errors name.
+FORM_FIELDS = {"name": "ns_name", "dataset.name": "ns_dataset", "dataset.path": "ns_path",
+               "dataset.image_size": "ns_image_size", "dataset.limit": "ns_limit", "target": "ns_target",
+               "budget.latency_ms": "ns_latency", "budget.size_kb": "ns_size", "budget.peak_memory_kb": "ns_peak",
+               "search.trials": "ns_trials", "search.epochs": "ns_epochs"}
+PRESETS = {"small": "small: tiny inputs such as 8×8 digits (the quickstart's space)",
+           "default": "default: sized for 32×32 images", "yaml": "a whole spec in YAML (pasted or uploaded)"}
+
+
+def service_store():
+    from hwsearch.search.service import JobStore, default_root
+
+    return JobStore(default_root())
+
+
+def _optional(text: str) -> str | None:
+    return text.strip() or None
+
+
+def form_spec(state) -> tuple[dict | None, str | None]:
+    """The spec the New search form describes (None while a YAML spec does not parse), and the
+    YAML text it came from, if any."""
+    import yaml
+
+    from hwsearch.spaces import space_presets
+
+    if state.get("ns_preset", "small") == "yaml":
+        text = state.get("ns_yaml", "")
+        try:
+            data = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            return None, f"not valid YAML ({str(e).splitlines()[0]})"
+        return (data if isinstance(data, dict) else None), (None if isinstance(data, dict) else
+                                                            "the YAML must be a mapping of spec fields")
+    dataset = {"name": state.get("ns_dataset", "digits")}
+    for field, key in (("path", "ns_path"), ("image_size", "ns_image_size"), ("limit", "ns_limit")):
+        if _optional(state.get(key, "")):
+            dataset[field] = _optional(state[key])
+    budget = {m: _optional(state.get(key, "")) for m, key in (("latency_ms", "ns_latency"), ("size_kb", "ns_size"),
+                                                            ("peak_memory_kb", "ns_peak"))}
+    space = space_presets()[state.get("ns_preset", "small")].model_dump(mode="json")
+    return {"name": state.get("ns_name", ""), "dataset": dataset, "target": state.get("ns_target", "local-cpu"),
+            "budget": {k: v for k, v in budget.items() if v is not None}, "space": space,
+            "search": {"trials": state.get("ns_trials", "30"), "epochs": state.get("ns_epochs", "8")}}, None
+
+
+def spec_problems(data: dict | None, parse_error: str | None, roots: list[str]):
+    """The validated spec (or None) and its problems by field path ('' for the spec as a whole)."""
+    from hwsearch.search.service import confinement_problems
+    from hwsearch.search.spec import SpecError, parse_spec
+
+    problems: dict[str, list[str]] = {}
+    if data is None:
+        return None, {"": [parse_error or "no spec yet"]}
+    try:
+        spec = parse_spec(data, Path(roots[0]) if roots else None)
+    except SpecError as e:
+        for line in e.problems:
+            where, _, what = line.partition(": ")
+            field = where if where in FORM_FIELDS else next((f for f in FORM_FIELDS if where.startswith(f + ".")), "")
+            problems.setdefault(field, []).append(what if field else line)
+        return None, problems
+    for line in confinement_problems(spec, roots):
+        where, _, what = line.partition(": ")
+        problems.setdefault(where if where in FORM_FIELDS else "", []).append(what if where in FORM_FIELDS else line)
+    return spec, problems
+
+
+@st.cache_data(max_entries=32, show_spinner="Pricing the space on the target (as hwsearch validate does)…")
+def feasibility(spec_yaml: str) -> dict:
+    """The survey ``hwsearch validate`` prints: the feasible share and the cheapest reachable costs."""
+    import yaml
+
+    from hwsearch.search.engine import survey
+    from hwsearch.search.spec import parse_spec
+
+    report = survey(parse_spec(yaml.safe_load(spec_yaml)), samples=100)
+    return {"samples": report.samples, "feasible": report.feasible, "cheapest": report.cheapest,
+            "limits": report.limits, "unreachable": report.unreachable}
+
+
+def field_errors(problems: dict[str, list[str]], field: str) -> None:
+    for what in problems.get(field, []):
+        st.error(f"`{field}`: {what}", icon="⚠️")
+
+
+def new_search_page() -> None:
+    """A search from a form or a YAML spec, validated as it is typed, priced before it is queued."""
+    from hwsearch.search.service import read_config, start_supervisor, submit
+
+    store = service_store()
+    roots = list(read_config(store.root)["data_roots"]) or [str(Path.cwd().resolve())]
+    st.header("New search")
+    st.caption(f"Jobs go to the service at `{store.root}`; a spec may read only under its data roots: "
+               + ", ".join(f"`{r}`" for r in roots) + ".")
+    state = st.session_state
+    for key, default in {"ns_trials": "30", "ns_epochs": "8"}.items():
+        state.setdefault(key, default)
+    st.radio("space", list(PRESETS), format_func=PRESETS.__getitem__, key="ns_preset", horizontal=True)
+    data, parse_error = form_spec(state)
+    spec, problems = spec_problems(data, parse_error, roots)
+    if state.ns_preset == "yaml":
+        uploaded = st.file_uploader("upload a spec", type=["yaml", "yml"], key="ns_upload")
+        if uploaded is not None and state.get("ns_uploaded") != uploaded.file_id:
+            state.ns_uploaded, state.ns_yaml = uploaded.file_id, uploaded.getvalue().decode(errors="replace")
+            st.rerun()
+        st.text_area("spec (YAML)", key="ns_yaml", height=260, placeholder="name: my-search\ndataset: {name: digits}")
+        for field, lines in problems.items():
+            for what in lines:
+                st.error(f"`{field}`: {what}" if field else what, icon="⚠️")
+    else:
+        st.text_input("name", key="ns_name", placeholder="my-search")
+        field_errors(problems, "name")
+        c1, c2, c3, c4 = st.columns([1, 3, 1, 1])
+        c1.selectbox("dataset", ["digits", "imagefolder", "npz", "cifar10"], key="ns_dataset")
+        c2.text_input("path (on the server, under a data root)", key="ns_path",
+                      placeholder=f"{roots[0]}/my-images", disabled=state.get("ns_dataset", "digits") == "digits")
+        c3.text_input("image size", key="ns_image_size", placeholder="as stored")
+        c4.text_input("limit", key="ns_limit", placeholder="all images")
+        for field in ("dataset.name", "dataset.path", "dataset.image_size", "dataset.limit"):
+            field_errors(problems, field)
+        flags = devices()
+        st.selectbox("target", list(flags), key="ns_target",
+                     format_func=lambda n: n + ("" if flags[n] else " (estimate, not measured)"))
+        field_errors(problems, "target")
+        b1, b2, b3 = st.columns(3)
+        b1.text_input("latency budget (ms)", key="ns_latency", placeholder="none")
+        b2.text_input("size budget (KB)", key="ns_size", placeholder="none")
+        b3.text_input("peak memory budget (KB)", key="ns_peak", placeholder="none")
+        for field in ("budget.latency_ms", "budget.size_kb", "budget.peak_memory_kb"):
+            field_errors(problems, field)
+        t1, t2 = st.columns(2)
+        t1.text_input("trials", key="ns_trials")
+        t2.text_input("dense epochs per candidate", key="ns_epochs")
+        field_errors(problems, "search.trials")
+        field_errors(problems, "search.epochs")
+        field_errors(problems, "")
+    r1, r2 = st.columns([1, 3])
+    backend = r1.radio("backend", ["local", "ray"], key="ns_backend", horizontal=True,
+                       format_func=lambda b: {"local": "this machine", "ray": "a Ray cluster (Ray Jobs)"}[b])
+    address = r2.text_input("Ray dashboard", key="ns_address", placeholder="http://HEAD:8265",
+                            disabled=backend != "ray")
+    if spec is not None:
+        try:
+            survey = feasibility(spec.to_yaml())
+        except Exception as e:  # the data cannot be read, the target cannot price: said, not raised
+            survey = None
+            st.error(f"The space cannot be priced: {type(e).__name__}: {e}")
+        if survey is not None:
+            m1, m2, m3 = st.columns(3)
+            m1.metric("feasible share", f"{survey['feasible'] / max(1, survey['samples']):.0%}",
+                      help=f"{survey['feasible']} of {survey['samples']} sampled candidates fit the budget")
+            for col, metric, unit in ((m2, "latency_ms", "ms"), (m3, "size_kb", "KB")):
+                col.metric(f"cheapest {SHORT[metric]}", f"{survey['cheapest'][metric]:.4g} {unit}")
+            for line in survey["unreachable"]:
+                st.error(line)
+    blocked = spec is None or bool(problems) or (backend == "ray" and not address.strip())
+    if st.button("Submit", key="ns_submit", type="primary", disabled=blocked):
+        assert spec is not None
+        trials = spec.search.trials
+        try:
+            if backend == "ray":
+                from hwsearch.search.service import ray_client, submit_to_ray
+
+                ray_client(address.strip())
+                job = submit_to_ray(store, submit(store, spec, roots, trials, backend="ray", address=address.strip()))
+            else:
+                job = submit(store, spec, roots, trials)
+                start_supervisor(store.root)
+        except Exception as e:
+            st.error(f"Not submitted: {type(e).__name__}: {e}")
+        else:
+            state.ns_submitted = job.id
+    if state.get("ns_submitted") is not None:
+        st.success(f"Job {state.ns_submitted} submitted: follow it on the Jobs page.")
+
+
+def open_job_run(run_dir: str) -> None:
+    """A job's run in the explorer (a button's callback: it runs before the page is drawn)."""
+    st.session_state.run_other = run_dir
+    st.session_state.page = "Overview"
+    st.session_state.open_run_pending = True  # the jobs list is a fragment: it asks the whole app to redraw
+
+
+def job_action(action: str, job_id: int) -> None:
+    from hwsearch.search.service import JobError, resume_job, stop_job
+
+    try:
+        stop_job(service_store(), job_id) if action == "stop" else resume_job(service_store(), job_id)
+    except JobError as e:
+        st.session_state.job_message = str(e)
+
+
+@st.fragment(run_every=WATCH_S)
+def jobs_list() -> None:
+    from hwsearch.search.service import job_progress, synced_jobs
+
+    if st.session_state.pop("open_run_pending", False):
+        st.rerun(scope="app")
+    store = service_store()
+    jobs = synced_jobs(store, warn=st.warning)
+    if st.session_state.get("job_message"):
+        st.warning(st.session_state.pop("job_message"))
+    if not jobs:
+        st.info("No jobs yet: submit one on the New search page, or with `hwsearch submit SPEC`.")
+        return
+    rows, progress = [], {}
+    for j in jobs:
+        p = progress[j.id] = job_progress(j)
+        rows.append({"job": j.id, "name": j.name, "state": j.state, "trials done": p.done,
+                     "trials": j.trials, "feasible": p.feasible, "failed": p.failed, "best accuracy": p.best_accuracy,
+                     "backend": j.backend, "submitted": j.when("created_at"), "message": j.message})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="jobs_table",
+                 column_config={"best accuracy": st.column_config.NumberColumn(format="percent")})
+    recent = {j.id for j in jobs[-3:]}
+    for j in reversed(jobs):
+        p = progress[j.id]
+        best = f", best {p.best_accuracy:.1%}" if p.best_accuracy is not None else ""
+        label = f"Job {j.id}: {j.name} · {j.state} · {p.done}/{j.trials or 'spec'} trials{best}"
+        # open for the newest jobs whatever their state: a label that changes makes a new expander
+        with st.expander(label, expanded=j.id in recent or j.state in ("running", "queued")):
+            b1, b2, b3 = st.columns(3)
+            b1.button("Stop", key=f"stop-job-{j.id}", disabled=j.state not in ("queued", "running"),
+                      on_click=job_action, args=("stop", j.id))
+            b2.button("Resume", key=f"resume-job-{j.id}", disabled=j.state not in ("stopped", "failed"),
+                      on_click=job_action, args=("resume", j.id))
+            b3.button("Open its run", key=f"open-job-{j.id}", on_click=open_job_run, args=(j.run_dir,),
+                      disabled=not (Path(j.run_dir) / "study.journal").exists())
+            st.code(job_log_tail(j), language=None)
+
+
+def job_log_tail(job, lines: int = 25) -> str:
+    if job.backend == "ray":
+        from hwsearch.search.service import JobError, ray_logs
+
+        try:
+            text = ray_logs(job)
+        except JobError as e:
+            return str(e)
+    else:
+        try:
+            text = job.log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+    return "\n".join(text.splitlines()[-lines:]) or "(no output yet)"
+
+
+def jobs_page() -> None:
+    st.header("Jobs")
+    st.caption(f"The service at `{service_store().root}`; this page updates by itself.")
+    jobs_list()
+
+
 # ---------------------------------------------------------------- the app
 
 @st.fragment(run_every=WATCH_S)
@@ -683,7 +959,7 @@ def pick_run() -> str | None:
     choice = st.sidebar.selectbox("run", runs, key="run_choice") if runs else None
     other = st.sidebar.text_input("…or a run directory or storage URL", key="run_other",
                                   placeholder="runs/my-search or sqlite:///study.db#name")
-    st.sidebar.radio("page", PAGES, key="page")
+    st.sidebar.radio("page", PAGES + SERVICE_PAGES, key="page")
     return other.strip() or choice
 
 
@@ -719,6 +995,9 @@ def main() -> None:
                          "marker_by": "activation bits"}.items():
         st.session_state.setdefault(key, default)
     source = pick_run()
+    if st.session_state.page in SERVICE_PAGES:
+        {"New search": new_search_page, "Jobs": jobs_page}[st.session_state.page]()
+        return
     if not source:
         st.info("No run to show: start the app with `hwsearch app RUN_DIR`, or type a run directory or storage URL "
                 "in the sidebar.")

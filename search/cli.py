@@ -13,6 +13,9 @@ __all__ = ["build_parser", "main"]
 EXIT_BAD_INPUT = 2
 
 
+APP_TOKEN_ENV = "HWSEARCH_APP_TOKEN"
+
+
 def _fail(lines: list[str] | str) -> int:
     """Print each problem on one line of stderr; the exit code of bad input."""
     for line in [lines] if isinstance(lines, str) else lines:
@@ -97,7 +100,12 @@ def cmd_pareto(args) -> int:
         rows = res.pareto_on(args.target)
     else:
         rows = res.pareto()
+    final_front = [] if args.target else res.final_pareto()
     if args.json:
+        if final_front:
+            print(json.dumps({"search": [r.to_dict() for r in rows], "final": [r.to_dict() for r in final_front]},
+                             indent=1))
+            return 0
         print(json.dumps([r.to_dict() for r in rows], indent=1))
         return 0
     counts = res.counts()
@@ -119,7 +127,51 @@ def cmd_pareto(args) -> int:
         fits = ("fits    " if r.state != "infeasible" else "over    ") if args.target else ""
         print(f"{r.number:>5}  {r.accuracy:>8.2%}  {r.latency_ms:>10.4f}  {r.size_kb:>8.2f}  "
               f"{r.peak_memory_kb:>8.2f}  {fits}{r.candidate}")
+    if final_front:
+        finals = res.finals
+        fid = next(iter(finals.values())).fidelity.describe()
+        print(f"\nthe front by final accuracy ({len(finals)} trial(s) trained at the final fidelity, {fid}):")
+        print(f"{'trial':>5}  {'final':>8}  {'search':>8}  {'latency_ms':>10}  {'size_kb':>8}  {'peak_kb':>8}  "
+              "candidate")
+        for r in final_front:
+            print(f"{r.number:>5}  {r.final_accuracy:>8.2%}  {r.accuracy:>8.2%}  {r.latency_ms:>10.4f}  "
+                  f"{r.size_kb:>8.2f}  {r.peak_memory_kb:>8.2f}  {r.candidate}")
     return 0
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from hwsearch.search.engine import train_final
+    from hwsearch.search.outputs._results import RunResults
+    from hwsearch.search.study import Fidelity
+
+    fidelity = Fidelity(args.epochs, args.finetune_epochs, args.limit)
+    if args.pareto:
+        try:
+            numbers = [r.number for r in RunResults(args.run_dir).pareto()]
+        except (FileNotFoundError, ValueError) as e:
+            return _fail(str(e))
+        if not numbers:
+            return _fail(f"run {args.run_dir} has no feasible trained trial yet: nothing to train")
+    else:
+        numbers = list(dict.fromkeys(args.trial))
+    t0 = time.perf_counter()
+    out = train_final(args.run_dir, numbers, fidelity, workers=args.workers, backend=args.backend,
+                      address=args.address, progress=not args.no_progress, log=tqdm.write)
+    if out.skipped:
+        print(f"already trained at {fidelity.describe()}: trial(s) {', '.join(map(str, out.skipped))}")
+    print(f"{'trial':>5}  {'search':>7}  {'final':>7}  {'images/s':>8}  candidate")
+    for n in numbers:
+        r = out.records.get(n)
+        if r is not None:
+            search = f"{r.search_accuracy:.2%}" if r.search_accuracy is not None else "-"
+            print(f"{n:>5}  {search:>7}  {r.accuracy:>7.2%}  {r.images_per_s:>8.0f}  {r.candidate}")
+    for n, why in out.failed.items():
+        print(f"trial {n}: failed: {why.splitlines()[0]}", file=sys.stderr)
+    print(f"final training done in {time.perf_counter() - t0:.0f}s; the front by final accuracy: "
+          f"hwsearch pareto {args.run_dir}")
+    return 1 if out.failed else 0
 
 
 def _target_or_fail(name: str):
@@ -301,19 +353,50 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_app(args) -> int:
-    """Become the Streamlit server of app.py (exec: signals reach the server, no child is left)."""
+    """Become the Streamlit server of app.py (exec: signals reach the server, no child is left). With
+    a token, Streamlit listens on 127.0.0.1 behind the token gate (:mod:`hwsearch.search.service._gate`)."""
     import os
+    import socket
+    import subprocess
     from importlib.resources import files
+
+    from hwsearch.search.service import is_loopback
 
     app = Path(str(files("hwsearch") / "app.py"))
     if not app.is_file():  # hwsearch imported from a zip or an incomplete install
         return _fail(f"{app} is missing: reinstall hwsearch ('pip install hwsearch' or 'pip install -e .')")
+    token = args.token or os.environ.get(APP_TOKEN_ENV, "")
+    if not is_loopback(args.address) and not token:
+        return _fail(f"serving the app on {args.address} lets other machines read every run and submit searches: "
+                     f"give it a token (--token, or ${APP_TOKEN_ENV}), or serve on 127.0.0.1")
     if args.run_dirs:
         os.environ["HWSEARCH_APP_RUNS"] = json.dumps(args.run_dirs)
-    print(f"hwsearch app on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
-                              "--server.port", str(args.port), "--server.headless", "true",
-                              "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"])
+
+    def streamlit(address: str, port: int) -> list[str]:
+        return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address,
+                "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
+                "--browser.gatherUsageStats", "false"]
+
+    if not token:
+        print(f"hwsearch app on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+        os.execv(sys.executable, streamlit(args.address, args.port))
+    from hwsearch.search.service import serve_gate
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        upstream = s.getsockname()[1]
+    server = subprocess.Popen(streamlit("127.0.0.1", upstream), stdin=subprocess.DEVNULL)
+    print(f"hwsearch app on http://{args.address}:{args.port}, behind its token: open "
+          f"http://HOST:{args.port}/?token=... once (Ctrl-C stops it)", flush=True)
+    try:
+        serve_gate(args.address, args.port, upstream, token)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return 0
 
 
 def cmd_schema(args) -> int:
@@ -402,6 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--json", action="store_true", help="print one JSON object")
     lc.set_defaults(fn=cmd_latency_check)
 
+    tr = sub.add_parser("train", help=(
+        "train chosen candidates of a finished search at the final fidelity (all the data, the full schedule); "
+        "resumable"))
+    tr.add_argument("run_dir")
+    chosen = tr.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--trial", type=int, nargs="+", help="the trial number(s) to train")
+    chosen.add_argument("--pareto", action="store_true", help="every feasible Pareto-optimal trial of the search")
+    tr.add_argument("--epochs", type=int, default=30, help="dense epochs (default 30)")
+    tr.add_argument("--finetune-epochs", type=int, default=3,
+                    help="quantization-aware fine-tuning epochs after pruning (default 3)")
+    tr.add_argument("--limit", type=int, help="images taken from the dataset (default: all of them)")
+    tr.add_argument("--workers", type=int, help="candidates trained at once (default: the spec's)")
+    tr.add_argument("--backend", choices=["local", "ray"], help="where candidates train (default: the spec's)")
+    tr.add_argument("--address", help="join this Ray cluster (HOST:PORT); implies --backend ray")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_train)
+
     ex = sub.add_parser("export", help="export trained candidates as ONNX (fp32 and int8) with a verified model card")
     ex.add_argument("run_dir")
     which = ex.add_mutually_exclusive_group(required=True)
@@ -415,7 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
                     help="runs to offer (a run directory, or a storage URL[#STUDY]); default: those under ./runs")
     ap.add_argument("--port", type=int, default=8501)
-    ap.add_argument("--address", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    ap.add_argument("--address", default="127.0.0.1", help=(
+        "address to listen on (default: this machine only); any other needs a token"))
+    ap.add_argument("--token", help=f"the token every request must carry (default: ${APP_TOKEN_ENV}); needed beyond "
+                                    "127.0.0.1")
     ap.set_defaults(fn=cmd_app)
 
     s = sub.add_parser("spec-schema", help="print the spec's JSON schema")

@@ -130,3 +130,13 @@ class SpaceSpec(_Strict):
         text = f"{n:,}" if n < 1e7 else f"{n:.2e} (10^{math.log10(n):.1f})"
         return text + (" discrete configurations x continuous distillation (temperature, alpha)"
                        if self.distill else " discrete configurations")
+
+
+def space_presets() -> dict[str, SpaceSpec]:
+    """Named spaces a spec can start from: ``default`` (sized for 32x32 images, the spec's default)
+    and ``small`` (for tiny inputs such as 8x8 digits: ``examples/quickstart.yaml``'s space)."""
+    small = SpaceSpec(stem_widths=[8, 16],
+                      stages=[StageSpace(widths=[8, 16], depths=[1, 2]), StageSpace(widths=[16, 24, 32], depths=[1, 2]),
+                              StageSpace(widths=[24, 32, 48], depths=[1, 2])],
+                      kernels=[3, 5], expand_ratios=[1, 3, 6])
+    return {"default": SpaceSpec(), "small": small}

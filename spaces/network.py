@@ -10,12 +10,17 @@ The life of a network here is the classic deployment pipeline:
 4. :func:`enable_quantization` turns on fake quantization at the plan's bit widths: per-channel
    symmetric weights, per-tensor asymmetric activations (at the input of every convolution and of
    the classifier), straight-through gradients. Training on from there is quantization-aware.
+   The grids are max-abs scales and EMA-tracked activation ranges, or, with the ``lsq`` quantizer,
+   learned below 8 bits: per-channel weight steps and activation ranges trained with the network
+   (LSQ, Esser et al. 2020; its gradient scale ``1 / sqrt(N * Qp)``). :func:`load_quantized`
+   rebuilds either from a state dict.
 
 :func:`distillation_loss` is the knowledge-distillation objective.
 """
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -28,16 +33,20 @@ __all__ = [
     "ActQuant",
     "ConvBNAct",
     "InvertedResidual",
+    "LEARNED_BELOW",
     "Net",
     "QConv2d",
     "QLinear",
+    "QUANTIZERS",
     "SqueezeExcite",
+    "WeightQuant",
     "build",
     "channel_importance",
     "deployed_param_count",
     "distillation_loss",
     "enable_quantization",
     "fold_batchnorm",
+    "load_quantized",
     "param_count",
     "prune",
     "quantize_weight",
@@ -51,37 +60,102 @@ BN_EPS = 1e-5
 # Fake quantization
 # --------------------------------------------------------------------------------------------
 
-def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+QUANTIZERS = ("lsq", "maxabs")
+LEARNED_BELOW = 8  # under "lsq", layers below this many bits learn their grid; 8 bits and up keep max-abs
+MIN_STEP = 1e-8  # learned steps are clamped to this in the forward pass
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward (exactly), identity backward: the straight-through estimator."""
+    return torch.round(x).detach() + (x - x.detach())
+
+
+def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
+    """``x`` forward (exactly), its gradient times ``g`` backward: LSQ's step-size gradient scale."""
+    y = x * g
+    return x.detach() + (y - y.detach())
+
+
+def quantize_weight(w: torch.Tensor, bits: int, step: torch.Tensor | None = None) -> torch.Tensor:
     """Per-output-channel symmetric fake quantization with a straight-through gradient.
 
-    Values land on ``scale * q`` with integer ``q`` in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``, so a
-    channel holds at most ``2^b - 1`` distinct values. ``bits >= 32`` returns ``w`` unchanged.
+    Values land on ``step * q`` with integer ``q`` in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``, so a
+    channel holds at most ``2^b - 1`` distinct values. ``step`` (one per output channel) is the
+    grid's learned step (LSQ): the weights' gradient passes where they are not clipped, and the
+    step's is scaled by ``1 / sqrt(weights per channel * (2^(b-1) - 1))``. Without it the step is
+    :func:`weight_scale` (max-abs) and the gradient passes everywhere. ``bits >= 32`` returns ``w``
+    unchanged.
     """
     if bits >= 32:
         return w
     qmax = 2 ** (bits - 1) - 1
-    scale = weight_scale(w, bits)
-    q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
-    return w + (q - w).detach()
+    if step is None:
+        scale = weight_scale(w, bits)
+        q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+        return w + (q - w).detach()
+    g = 1.0 / math.sqrt(w[0].numel() * qmax)
+    s = _grad_scale(step.clamp_min(MIN_STEP), g).view(-1, *([1] * (w.dim() - 1)))
+    return _round_ste(torch.clamp(w / s, -qmax, qmax)) * s
 
 
 def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel scale of :func:`quantize_weight`, shaped to broadcast against ``w``."""
+    """Per-output-channel max-abs scale of :func:`quantize_weight`, shaped to broadcast against ``w``."""
     qmax = 2 ** (bits - 1) - 1
     dims = tuple(range(1, w.dim()))
     scale: torch.Tensor = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / qmax
     return scale
 
 
-class ActQuant(nn.Module):
-    """Per-tensor asymmetric fake quantization of activations, range tracked by an EMA.
+def _lsq_init(mean_abs: torch.Tensor, qp: int, widest: torch.Tensor) -> torch.Tensor:
+    """LSQ's initial step ``2 mean|x| / sqrt(Qp)``, never coarser than max-abs's ``widest``."""
+    return torch.minimum(2 * mean_abs / math.sqrt(qp), widest).clamp_min(MIN_STEP)
 
+
+class WeightQuant:
+    """What :class:`QConv2d` and :class:`QLinear` share: their weights' bit width and grid.
+
+    ``w_step`` is None (max-abs scales, recomputed from the weights at every step) until
+    :meth:`learn_step` makes it a parameter: one step per output channel, learned with LSQ."""
+
+    weight: torch.Tensor
+    w_bits: int
+    w_step: torch.Tensor | None
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The weights as the forward pass uses them: on their grid below 32 bits."""
+        return quantize_weight(self.weight, self.w_bits, self.w_step)
+
+    def grid_step(self) -> torch.Tensor:
+        """The step of each output channel's grid (shape ``(out,)``), learned or max-abs: the
+        quantized weights are exactly integer multiples of it."""
+        if self.w_step is not None:
+            return self.w_step.detach().clamp_min(MIN_STEP)
+        return weight_scale(self.weight, self.w_bits).flatten()
+
+    def learn_step(self) -> None:
+        """Learn the weights' per-channel step from now on, starting from LSQ's initial step."""
+        qmax = 2 ** (self.w_bits - 1) - 1
+        w = self.weight.detach().flatten(1)
+        init = _lsq_init(w.abs().mean(1), qmax, w.abs().amax(1) / qmax)
+        cast(nn.Module, self).register_parameter("w_step", nn.Parameter(init))
+
+
+class ActQuant(nn.Module):
+    """Per-tensor asymmetric fake quantization of activations on ``2^b`` levels.
+
+    The range is ``[-zero * scale, (2^b - 1 - zero) * scale]`` with an integer zero point, so 0 is
+    always on the grid. It is tracked by an EMA of the batches' min and max in training mode, or,
+    once :meth:`learn_range` was called, learned: a step and an offset, the range's low end (LSQ+,
+    Bhalgat et al. 2020), with straight-through rounding and LSQ's gradient scale
+    ``1 / sqrt(features per sample * (2^b - 1))``; the zero point is the offset rounded to the grid.
     Disabled (identity) until :func:`enable_quantization` sets ``bits`` below 32.
     """
 
     lo: torch.Tensor  # buffers: the tracked range, and whether any batch was seen
     hi: torch.Tensor
     seen: torch.Tensor
+    step: torch.Tensor | None  # parameters once the range is learned: the step, the range's low end
+    offset: torch.Tensor | None
 
     def __init__(self, momentum: float = 0.1) -> None:
         super().__init__()
@@ -90,51 +164,90 @@ class ActQuant(nn.Module):
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("seen", torch.zeros((), dtype=torch.bool))
+        self.register_parameter("step", None)
+        self.register_parameter("offset", None)
 
-    def scale_zero_point(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def learn_range(self) -> None:
+        """Learn the range from now on: a step and an offset, initialised from the first batch seen
+        in training mode (LSQ's step, never coarser than the batch's min-max range), or from the
+        tracked range when a batch was seen already."""
+        self.step = nn.Parameter(torch.ones((), device=self.lo.device))
+        self.offset = nn.Parameter(torch.zeros((), device=self.lo.device))
+        if bool(self.seen):
+            self._start_learning(None)
+
+    @torch.no_grad()
+    def _start_learning(self, x: torch.Tensor | None) -> None:
+        assert self.step is not None and self.offset is not None
+        if x is not None:
+            self.lo.copy_(x.min()), self.hi.copy_(x.max()), self.seen.fill_(True)
+        widest, zero = self._ema_scale_zero_point()
+        step = _lsq_init(x.abs().mean(), 2**self.bits - 1, widest) if x is not None else widest
+        self.step.copy_(step)
+        self.offset.copy_(-zero * step)
+
+    def _ema_scale_zero_point(self) -> tuple[torch.Tensor, torch.Tensor]:
         levels = 2**self.bits - 1
         lo, hi = torch.clamp(self.lo, max=0.0), torch.clamp(self.hi, min=0.0)
         scale = torch.clamp((hi - lo) / levels, min=1e-8)
         zero = torch.clamp(torch.round(-lo / scale), 0, levels)
         return scale, zero
 
+    def scale_zero_point(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The grid's step and integer zero point as the forward pass uses them (detached)."""
+        if self.step is None or self.offset is None:
+            return self._ema_scale_zero_point()
+        s = self.step.detach().clamp_min(MIN_STEP)
+        return s, torch.clamp(torch.round(-self.offset.detach() / s), 0, 2**self.bits - 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits >= 32:
             return x
+        levels = 2**self.bits - 1
+        if self.step is not None and self.offset is not None:
+            if self.training and not bool(self.seen):
+                self._start_learning(x.detach())
+            g = 1.0 / math.sqrt(x[0].numel() * levels)
+            s = _grad_scale(self.step.clamp_min(MIN_STEP), g)
+            zero = _round_ste(torch.clamp(-_grad_scale(self.offset, g) / s, 0, levels))
+            learned: torch.Tensor = (_round_ste(torch.clamp(x / s + zero, 0, levels)) - zero) * s
+            return learned
         if self.training:
             lo, hi = x.detach().min(), x.detach().max()
             if not bool(self.seen):
                 self.lo.copy_(lo), self.hi.copy_(hi), self.seen.fill_(True)
             else:
                 self.lo.lerp_(lo, self.momentum), self.hi.lerp_(hi, self.momentum)
-        scale, zero = self.scale_zero_point()
-        q = (torch.clamp(torch.round(x / scale) + zero, 0, 2**self.bits - 1) - zero) * scale
+        scale, zero = self._ema_scale_zero_point()
+        q = (torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale
         y: torch.Tensor = x + (q - x).detach()
         return y
 
 
-class QConv2d(nn.Conv2d):
+class QConv2d(WeightQuant, nn.Conv2d):
     """A convolution whose input and weights are fake-quantized once bits are set below 32."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  groups: int = 1, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
         self.w_bits = 32
+        self.register_parameter("w_step", None)
         self.act_quant = ActQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y: torch.Tensor = self._conv_forward(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+        y: torch.Tensor = self._conv_forward(self.act_quant(x), self.quantized_weight(), self.bias)
         return y
 
 
-class QLinear(nn.Linear):
+class QLinear(WeightQuant, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias)
         self.w_bits = 32
+        self.register_parameter("w_step", None)
         self.act_quant = ActQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+        return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,15 +430,46 @@ def fold_batchnorm(net: Net) -> Net:
     return net
 
 
-def enable_quantization(net: Net) -> Net:
-    """Turn on fake quantization at the plan's bit widths, in place. Returns ``net``."""
+def _quantized_layers(net: Net) -> list[tuple[QConv2d | QLinear, int, int]]:
+    """Every fake-quantized layer of ``net`` with its plan's weight and activation bits."""
     plan = net.plan
-    net.stem.conv.w_bits, net.stem.conv.act_quant.bits = plan.stem.w_bits, plan.stem.a_bits
+    layers: list[tuple[QConv2d | QLinear, int, int]] = [(net.stem.conv, plan.stem.w_bits, plan.stem.a_bits)]
     for block in net.block_modules():
-        for m in block.modules():
-            if isinstance(m, QConv2d):
-                m.w_bits, m.act_quant.bits = block.plan.w_bits, block.plan.a_bits
-    net.classifier.w_bits, net.classifier.act_quant.bits = plan.head.w_bits, plan.head.a_bits
+        layers += [(m, block.plan.w_bits, block.plan.a_bits) for m in block.modules() if isinstance(m, QConv2d)]
+    layers.append((net.classifier, plan.head.w_bits, plan.head.a_bits))
+    return layers
+
+
+def enable_quantization(net: Net, quantizer: str = "maxabs", learned_below: int = LEARNED_BELOW) -> Net:
+    """Turn on fake quantization at the plan's bit widths, in place. Returns ``net``.
+
+    ``quantizer`` is one of :data:`QUANTIZERS`: ``maxabs`` scales weights by each channel's
+    max-abs and tracks activation ranges by an EMA; ``lsq`` learns both for layers below
+    ``learned_below`` bits (per-channel weight steps, initialised now from the weights; activation
+    ranges, initialised from the first training batch, see :class:`ActQuant`), and treats the
+    others as ``maxabs`` does."""
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
+    for m, w_bits, a_bits in _quantized_layers(net):
+        m.w_bits, m.act_quant.bits = w_bits, a_bits
+        if quantizer == "lsq" and w_bits < learned_below:
+            m.learn_step()
+        if quantizer == "lsq" and a_bits < learned_below:
+            m.act_quant.learn_range()
+    return net
+
+
+def load_quantized(net: Net, state_dict: dict[str, torch.Tensor]) -> Net:
+    """Load a quantization-aware network's state into ``net`` (quantization enabled, max-abs),
+    learning the steps and ranges of exactly the layers whose state holds them: a state dict
+    saved before learned steps existed loads with max-abs everywhere. Strict otherwise."""
+    for name, m in net.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, WeightQuant) and m.w_step is None and prefix + "w_step" in state_dict:
+            m.learn_step()
+        if isinstance(m, ActQuant) and m.step is None and prefix + "step" in state_dict:
+            m.learn_range()
+    net.load_state_dict(state_dict)
     return net
 
 

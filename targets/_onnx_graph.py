@@ -52,6 +52,20 @@ class ConvWeights:
     in_zero: int | None = None  # uint8 zero point; None: ZERO_AFTER_RELU after a ReLU, else ZERO_SIGNED
     out_scale: float = 0.05  # per-tensor scale of the output, after the activation (int8 only)
     bits: int = 32  # the grid ``weight`` is on: per-channel symmetric, ``2^(bits-1) - 1`` steps a side
+    # (out,): each channel's grid step, ``weight`` being integer multiples of it (learned steps);
+    # None: the max-abs step ``max|w| / (2^(bits-1) - 1)``
+    step: npt.NDArray[np.float32] | None = None
+
+
+def grid_step(cw: ConvWeights) -> npt.NDArray[np.float32]:
+    """The step of each output channel's grid of ``cw.weight`` (``cw.bits < 32``): the one given,
+    else max-abs's."""
+    if cw.step is not None:
+        return cw.step.astype(np.float32)
+    qmax = 2 ** (cw.bits - 1) - 1
+    step: npt.NDArray[np.float32] = (np.abs(cw.weight).reshape(len(cw.weight), -1).max(axis=1).clip(1e-8)
+                                     / qmax).astype(np.float32)
+    return step
 
 
 @dataclass
@@ -72,6 +86,7 @@ class GraphBuilder:
         self._after_relu: set[str] = set()
         self._quantized: dict[str, str] = {}  # DequantizeLinear output -> its QuantizeLinear output
         self.weight_grids: dict[str, int] = {}  # float weight initializer -> the bit grid it is on
+        self.weight_steps: dict[str, list[float]] = {}  # float weight initializer -> its grid's step per channel
 
     def dequantized(self, x_q: str, scale: float, zero: int) -> str:
         """A graph input already in int8 (as between layers of an int8 network), dequantized."""
@@ -125,6 +140,7 @@ class GraphBuilder:
             w, b = self.const(cw.weight.astype(np.float32), "w"), self.const(cw.bias.astype(np.float32), "b")
             if cw.bits < 32:
                 self.weight_grids[w] = cw.bits
+                self.weight_steps[w] = [float(s) for s in grid_step(cw)]
             return self.node("Conv", [x, w, b], **attrs)
         x = self.qdq(x, cw.in_scale, cw.in_zero)
         w_scale = np.abs(cw.weight).reshape(len(cw.weight), -1).max(axis=1).clip(1e-8) / 127.0
@@ -287,12 +303,14 @@ def layer_model(layer: Layer, weights: LayerWeights) -> onnx.ModelProto:
 
 
 WEIGHT_GRIDS = "hwsearch.weight_grids"  # metadata key: JSON {float weight initializer: bits}
+WEIGHT_STEPS = "hwsearch.weight_steps"  # metadata key: JSON {float weight initializer: [step per channel]}
 
 
 def network_model(plan: NetworkPlan, weights: list[LayerWeights], batch: int | str = 1) -> onnx.ModelProto:
     """The whole network of a :class:`~hwsearch.spaces._plan.NetworkPlan`, normalised float image
     (N, C, H, W) in, logits out. ``batch`` may be a name (``"N"``) for a dynamic batch size.
-    Float weights held on a low-bit grid are listed in the metadata under :data:`WEIGHT_GRIDS`."""
+    Float weights held on a low-bit grid are listed in the metadata under :data:`WEIGHT_GRIDS`,
+    their grids' steps per channel under :data:`WEIGHT_STEPS` (float32 values, exact in JSON)."""
     import json
 
     g = GraphBuilder()
@@ -302,7 +320,8 @@ def network_model(plan: NetworkPlan, weights: list[LayerWeights], batch: int | s
     y = g.node("Identity", [x], "logits")
     model = g.model([("image", (batch, *plan.input_shape))], [(y, (batch, plan.num_classes))])
     if g.weight_grids:
-        helper.set_model_props(model, {WEIGHT_GRIDS: json.dumps(g.weight_grids)})
+        helper.set_model_props(model, {WEIGHT_GRIDS: json.dumps(g.weight_grids),
+                                       WEIGHT_STEPS: json.dumps(g.weight_steps)})
     return model
 
 

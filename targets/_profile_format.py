@@ -384,11 +384,15 @@ class Profile(_Model):
                 _index_one(self._index, BlockKey.parse(text) if isinstance(key, str) else key, entry)
 
     def _families(self) -> dict[tuple[BlockKey, int], list[tuple[int, Entry]]]:
-        if self._index is None:
-            self._index = {}
-            for text, entry in self.entries.items():
-                _index_one(self._index, BlockKey.parse(text), entry)
-        return self._index
+        index = self._index
+        if index is None:
+            # built aside and published whole: a build cut short (a Streamlit rerun stops its thread
+            # mid-call) or read by another thread meanwhile never leaves a half index that misses layers
+            index = {}
+            for text, entry in list(self.entries.items()):
+                _index_one(index, BlockKey.parse(text), entry)
+            self._index = index
+        return index
 
     def lookup(self, layer: Layer) -> Latency:
         """A layer's latency alone: its entry, or a linear interpolation in the expanded width

@@ -15,6 +15,10 @@ from hwsearch.search.outputs._export import (
                                              ExportReport,
                                              export_pareto,
                                              export_trial,
+                                             onnx_accuracy,
+                                             quantize_int8,
+                                             raw_pixels,
+                                             with_input_adapter,
 )
 from hwsearch.search.outputs._results import (
                                              Repricing,
@@ -28,5 +32,5 @@ from hwsearch.search.outputs._results import (
 )
 
 __all__ = ["CARD_FILE", "FP32_FILE", "INT8_FILE", "ExportError", "ExportReport", "Repricing", "Row", "RunResults",
-           "TrialDetail", "export_pareto", "export_trial", "non_dominated", "normalized_hypervolume", "storage_stamp",
-           "study_names"]
+           "TrialDetail", "export_pareto", "export_trial", "non_dominated", "normalized_hypervolume", "onnx_accuracy",
+           "quantize_int8", "raw_pixels", "storage_stamp", "study_names", "with_input_adapter"]

@@ -75,6 +75,19 @@ class RunContext:
     spec: Spec
     data: Data
     target: Target
+    _final_data: dict = field(default_factory=dict, repr=False)  # loaded once per final fidelity
+
+    def at_final_fidelity(self, fidelity) -> RunContext:
+        """This context with the final stage's spec and data (its own split and normalisation),
+        which final weights are scored and exported on."""
+        from hwsearch.search.study._final import final_spec
+        from hwsearch.search.training._datasets import load_dataset
+
+        spec = final_spec(self.spec, fidelity)
+        key = json.dumps(dataclasses.asdict(fidelity), sort_keys=True)
+        if key not in self._final_data:
+            self._final_data[key] = load_dataset(spec.dataset, spec.data_seed)
+        return dataclasses.replace(self, spec=spec, data=self._final_data[key], _final_data=self._final_data)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunContext:
@@ -103,16 +116,18 @@ class RunContext:
 def layer_weights(net, plan) -> list:
     """The trained (pruned, folded) torch network's parameters, per layer of ``plan``, in the
     form :func:`hwsearch.targets._onnx_graph.network_model` takes: weights put on their bit grid exactly as
-    the quantization-aware network computes them."""
-    from hwsearch.spaces.network import quantize_weight
+    the quantization-aware network computes them, with each channel's grid step (learned or max-abs)."""
     from hwsearch.targets._onnx_graph import ConvWeights, LayerWeights
 
     def conv(m, bits: int) -> ConvWeights:
-        w = quantize_weight(m.weight.detach().cpu(), bits)
+        if bits != m.w_bits:
+            raise ExportError(f"a layer of the network holds {m.w_bits}-bit weights where its plan has {bits}")
+        w = m.quantized_weight().detach().cpu()
+        step = m.grid_step().cpu().numpy().astype(np.float32) if bits < 32 else None
         if w.dim() == 2:  # the classifier: a 1x1 convolution on the pooled map
             w = w[:, :, None, None]
         return ConvWeights(w.numpy().astype(np.float32), m.bias.detach().cpu().numpy().astype(np.float32),
-                           bits=bits)
+                           bits=bits, step=step)
 
     out = [LayerWeights({"conv": conv(net.stem.conv, plan.stem.w_bits)})]
     for block, bp in zip(net.blocks, plan.blocks):
@@ -163,23 +178,21 @@ class _DropAdvice(logging.Filter):
 
 def grid_overrides(model) -> dict:
     """TensorQuantOverrides that keep every float weight on a low-bit grid (recorded by the
-    emitter) on exactly that grid in int8: per-channel scale ``max|w| / (2^(b-1) - 1)``, zero 0."""
-    from onnx import numpy_helper
+    emitter) on exactly that grid in int8: per-channel scale the grid's step (learned, or max-abs:
+    ``max|w| / (2^(b-1) - 1)``, as the emitter recorded it), zero 0, so that the int8 values are
+    the grid's integers and dequantize to the float weights exactly."""
     from onnxruntime.quantization import QuantType
 
-    from hwsearch.targets._onnx_graph import WEIGHT_GRIDS
+    from hwsearch.targets._onnx_graph import WEIGHT_GRIDS, WEIGHT_STEPS
 
     props = {p.key: p.value for p in model.metadata_props}
-    grids = json.loads(props.get(WEIGHT_GRIDS, "{}"))
-    inits = {t.name: t for t in model.graph.initializer}
-    out = {}
-    for name, bits in grids.items():
-        w = numpy_helper.to_array(inits[name])
-        qmax = 2 ** (bits - 1) - 1
-        scales = np.abs(w).reshape(len(w), -1).max(axis=1).clip(1e-8) / qmax
-        out[name] = [{"axis": 0, "quant_type": QuantType.QInt8, "scale": np.float32(s), "zero_point": np.int8(0)}
-                     for s in scales]
-    return out
+    grids, steps = json.loads(props.get(WEIGHT_GRIDS, "{}")), json.loads(props.get(WEIGHT_STEPS, "{}"))
+    missing = sorted(set(grids) - set(steps))
+    if missing:
+        raise ExportError(f"the float model records no grid step for {', '.join(missing)}; export it with this "
+                          "version of hwsearch")
+    return {name: [{"axis": 0, "quant_type": QuantType.QInt8, "scale": np.float32(s), "zero_point": np.int8(0)}
+                   for s in steps[name]] for name in grids}
 
 
 def quantize_int8(model, calibration: np.ndarray, work_dir: Path):
@@ -489,12 +502,24 @@ def _runtime_settings(target) -> tuple[int, str, str, bool]:
 def export_trial(run_dir: str | Path, number: int, out_dir: str | Path | None = None, *,
                  context: RunContext | None = None, log: Callable[[str], None] | None = None) -> ExportReport:
     """Export trial ``number`` of a run to ``out_dir`` (default ``RUN_DIR/export/trial_N``):
-    both models and the card, verified. Raises :class:`ExportError` for a trial that has no
-    trained network (infeasible, pruned, failed, running)."""
+    both models and the card, verified. The weights are the final training's where ``hwsearch
+    train`` ran for the trial (checked on the final stage's validation split), else the search's.
+    Raises :class:`ExportError` for a trial that has no trained network (infeasible, pruned,
+    failed, running)."""
     log = log or (lambda msg: None)
     ctx = context or RunContext.load(run_dir)
     trial, row = _exportable(ctx, number)
-    state, weights_info = trained_weights(ctx, trial, log)  # refused weights: nothing is written
+    final = ctx.results.finals.get(number)
+    state: dict | None
+    if final is not None:
+        ctx = ctx.at_final_fidelity(final.fidelity)
+        state = load_weights(ctx.run_dir / final.weights)
+        weights_info = {"source": "final", "file": final.weights, "fidelity": "final",
+                        "final_training": dataclasses.asdict(final.fidelity), "final_accuracy": final.accuracy,
+                        "train_images": final.train_images, "teacher": final.teacher}
+    else:
+        state, weights_info = trained_weights(ctx, trial, log)  # refused weights: nothing is written
+        weights_info["fidelity"] = "search"
     # every file goes in here, under a fixed name: nothing from the trial's attributes names one
     out = Path(out_dir) if out_dir else ctx.run_dir / "export" / f"trial_{number}"
     out.mkdir(parents=True, exist_ok=True)
@@ -538,6 +563,9 @@ class _Export:
         if weights_info["source"] == "retrained" and abs(self.acc_torch - row.accuracy) > 1e-9:
             self.warnings.append(f"retrained accuracy {self.acc_torch:.2%} differs from the search's "
                                  f"{row.accuracy:.2%} (another device or library version than the search's?)")
+        if weights_info["source"] == "final" and abs(self.acc_torch - weights_info["final_accuracy"]) > 1e-9:
+            self.warnings.append(f"the final weights score {self.acc_torch:.2%} here, not the "
+                                 f"{weights_info['final_accuracy']:.2%} their training recorded (the data changed?)")
         self.weights = layer_weights(net, self.plan)
         self.plans = {FP32_FILE: build_plan(precision_variant(cand, "fp32"), data.input_shape, data.num_classes),
                       INT8_FILE: build_plan(precision_variant(cand, "int8"), data.input_shape, data.num_classes)}
@@ -650,10 +678,13 @@ class _Export:
                                        f"{[round(s, 4) for s in data.std]}",
                       "output": "logits (N, classes), float32"},
             "classes": list(data.classes),
-            "teacher": ctx.results.study.user_attrs.get("teacher") if cand.distils else None,
+            "teacher": (weights_info.get("teacher") if weights_info["source"] == "final"
+                        else ctx.results.study.user_attrs.get("teacher")) if cand.distils else None,
             "distillation": {"temperature": cand.temperature, "alpha": cand.alpha} if cand.distils else None,
             "weights": weights_info,
-            "accuracy": {"validation_images": len(data.y_val), "search": self.row.accuracy, "torch": self.acc_torch,
+            "accuracy": {"validation_images": len(data.y_val), "fidelity": weights_info["fidelity"],
+                         "search": self.row.accuracy, "final": weights_info.get("final_accuracy"),
+                         "torch": self.acc_torch,
                          "torch_float_activations": self.acc_float, FP32_FILE: acc[FP32_FILE],
                          INT8_FILE: acc[INT8_FILE], "int8_drop_points": self.drop * 100},
             "latency": latency,
@@ -684,14 +715,15 @@ class _Export:
 def export_pareto(run_dir: str | Path, out_dir: str | Path | None = None, progress: bool = False,
                   on_each: Callable[[ExportReport], None] | None = None,
                   log: Callable[[str], None] | None = None) -> list[ExportReport]:
-    """Export every feasible Pareto-optimal trial, each to ``OUT/trial_N`` (default
+    """Export every feasible Pareto-optimal trial (by final accuracy where ``hwsearch train`` ran,
+    else by the search's), each to ``OUT/trial_N`` (default
     ``RUN_DIR/export``), with a progress bar on stderr if ``progress``; ``on_each`` is called
     with each report as it is done."""
     from tqdm import tqdm
 
     ctx = RunContext.load(run_dir)
     base = Path(out_dir) if out_dir else ctx.run_dir / "export"
-    front = ctx.results.pareto()
+    front = ctx.results.final_pareto() or ctx.results.pareto()  # the front by final accuracy, where trained
     if not front:
         raise ExportError(f"run {ctx.run_dir} has no feasible trained trial yet: nothing to export")
     reports = []

@@ -12,6 +12,7 @@ import numpy as np
 
 from hwsearch.search.algorithms._pareto import dominates
 from hwsearch.search.algorithms._pareto import hypervolume as _hypervolume
+from hwsearch.search.study._final import FinalRecord, final_records
 from hwsearch.search.study._records import Status, TrialRecord
 from hwsearch.search.study._study import JOURNAL, is_feasible, load_study, storage_for
 from hwsearch.targets._cost import Cost
@@ -29,6 +30,7 @@ class Row:
     size_kb: float | None
     peak_memory_kb: float | None
     reason: str | None
+    final_accuracy: float | None = None  # after ``hwsearch train`` (the final fidelity), where it ran
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -137,12 +139,35 @@ class RunResults:
         return Row(t.number, state, r.candidate, r.accuracy, r.latency_ms, r.size_kb, r.peak_memory_kb, r.reason)
 
     def rows(self) -> list[Row]:
-        return [self.row(t) for t in self.study.get_trials(deepcopy=False)]
+        return self._with_final([self.row(t) for t in self.study.get_trials(deepcopy=False)])
 
     def pareto(self) -> list[Row]:
-        """The feasible Pareto-optimal trials, by accuracy (best first)."""
+        """The feasible Pareto-optimal trials by the search's accuracy, best first."""
         front = [t for t in self.study.best_trials if is_feasible(t)]
-        return sorted((self.row(t) for t in front), key=lambda r: (-(r.accuracy or 0), r.latency_ms or 0))
+        rows = sorted((self.row(t) for t in front), key=lambda r: (-(r.accuracy or 0), r.latency_ms or 0))
+        return self._with_final(rows)
+
+    @property
+    def finals(self) -> dict[int, FinalRecord]:
+        """The final training stage's records (``hwsearch train``), by trial number; read afresh
+        on each call, since a final training may be writing them."""
+        return final_records(self.run_dir)
+
+    def final_pareto(self) -> list[Row]:
+        """The front by final accuracy: the finally-trained trials that no other finally-trained
+        trial dominates (final accuracy against the same costs), best final accuracy first. Empty
+        when no final training ran."""
+        finals = self.finals
+        rows = [r for r in self.rows() if r.number in finals and r.state == "complete"]
+        objectives = self.objectives or ["accuracy", "latency_ms", "size_kb"]
+        by_final = {r.number: r for r in non_dominated([replace(r, accuracy=r.final_accuracy) for r in rows],
+                                                       objectives)}
+        front = [r for r in rows if r.number in by_final]
+        return sorted(front, key=lambda r: (-(r.final_accuracy or 0), r.latency_ms or 0))
+
+    def _with_final(self, rows: list[Row]) -> list[Row]:
+        finals = self.finals
+        return [replace(r, final_accuracy=finals[r.number].accuracy) if r.number in finals else r for r in rows]
 
     def hypervolume(self, reference: dict[str, float] | None = None) -> float:
         """The feasible trials' hypervolume (see :func:`normalized_hypervolume`), against the run's budget

@@ -40,11 +40,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from hwsearch.search.service import SubmitError, read_spec, start_supervisor, submit
 
     store = _store(args)
+    if args.address:
+        from hwsearch.search.service._ray import client
+
+        client(args.address)  # an unreachable cluster is said before anything is queued
     try:
         spec = read_spec(args.spec)
-        job = submit(store, spec, _data_roots(args, store.root), args.trials)
+        job = submit(store, spec, _data_roots(args, store.root), args.trials,
+                     backend="ray" if args.address else "local", address=args.address)
     except SubmitError as e:
         return _fail([f"{args.spec}: {p}" for p in e.problems] + ["nothing was queued"])
+    if args.address:
+        from hwsearch.search.service._ray import submit_to_ray
+
+        job = submit_to_ray(store, job)
+        print(f"job {job.id} submitted to Ray at {args.address} as {job.submission_id}: {job.name}, run directory "
+              f"{job.run_dir}")
+        print(f"  follow it with: hwsearch logs {job.id} --follow (or 'ray job logs {job.submission_id}')")
+        return 0
     started = False if args.no_start else start_supervisor(store.root)
     print(f"job {job.id} queued: {job.name}, run directory {job.run_dir}")
     print(f"  {'started the service for ' + str(store.root) if started else 'service root ' + str(store.root)}; "
@@ -53,11 +66,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from hwsearch.search.service import job_progress
+    from hwsearch.search.service import job_progress, synced_jobs
 
     store = _store(args)
-    jobs = store.list()
-    rows = []
+    jobs = synced_jobs(store, warn=lambda msg: print(msg, file=sys.stderr))
+    rows: list[dict[str, Any]] = []
     for j in jobs:
         p = job_progress(j)
         rows.append({"id": j.id, "name": j.name, "state": j.state, "trials_done": p.done, "trials": j.trials,
@@ -84,6 +97,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     store = _store(args)
     job = store.get(args.job)
+    if job.backend == "ray":
+        return _ray_logs(store, job, args.follow)
     pos = 0
     while True:
         try:
@@ -101,13 +116,32 @@ def cmd_logs(args: argparse.Namespace) -> int:
         time.sleep(0.5)
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
-    from hwsearch.search.service import signal_stop
+def _ray_logs(store: Any, job: Any, follow: bool) -> int:
+    """A Ray job's output, from its cluster; with ``follow``, the new part every half second."""
+    from hwsearch.search.service import FINISHED
+    from hwsearch.search.service._ray import logs, sync
 
-    store = _store(args)
-    job = store.request_stop(args.job)
+    shown = 0
+    while True:
+        text = logs(job)
+        if len(text) > shown:
+            sys.stdout.write(text[shown:])
+            sys.stdout.flush()
+            shown = len(text)
+        if not follow:
+            return 0
+        job = sync(store, store.get(job.id))
+        if job.state in FINISHED:
+            sys.stdout.write(logs(job)[shown:])
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from hwsearch.search.service import stop_job
+
+    job = stop_job(_store(args), args.job)
     if job.state == "running":
-        signal_stop(job)
         print(f"job {job.id} stopping: the trials in flight end, finished ones are kept; 'hwsearch resume {job.id}' "
               "continues it")
     else:
@@ -116,12 +150,13 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from hwsearch.search.service import start_supervisor
+    from hwsearch.search.service import resume_job
 
-    store = _store(args)
-    job = store.requeue(args.job)
-    started = start_supervisor(store.root)
-    print(f"job {job.id} queued again: it continues {job.run_dir}{' (service started)' if started else ''}")
+    job, started = resume_job(_store(args), args.job)
+    if job.backend == "ray":
+        print(f"job {job.id} submitted to Ray again as {job.submission_id}: it continues {job.run_dir}")
+    else:
+        print(f"job {job.id} queued again: it continues {job.run_dir}{' (service started)' if started else ''}")
     return 0
 
 
@@ -146,6 +181,9 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--data-root", action="append", metavar="DIR",
                    help="folders a submitted spec may read (repeatable; saved; default: the current folder)")
     s.add_argument("--no-start", action="store_true", help="only queue: do not start the service")
+    s.add_argument("--address", metavar="URL", help=(
+        "run it on a Ray cluster through its Job Submission API: the head's dashboard, e.g. http://HEAD:8265 "
+        "(hwsearch installed there, the service root on a file system the head shares)"))
     root(s)
     s.set_defaults(fn=cmd_submit)
     j = sub.add_parser("jobs", help="the service's jobs: state, trials done, feasible, failed, best accuracy")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from hwsearch.search.service._jobs import Job, JobStore, read_exit
+from hwsearch.search.service._jobs import Job, JobError, JobStore, read_exit
 
 MAX_ATTEMPTS = 3  # a job whose worker died this many times without an exit record has failed
 STOPPED_RC = 130  # the exit code of ``hwsearch run`` after an interrupt
@@ -102,9 +102,17 @@ class Supervisor:
         for job in self.store.list(["running"]):
             if job.backend == "local":
                 self._settle(job)
+            else:  # Ray runs it; mirror its state (an unreachable cluster is said, and asked again next pass)
+                from hwsearch.search.service._ray import sync
+
+                try:
+                    sync(self.store, job)
+                except JobError as e:
+                    self.log(f"job {job.id} ({job.name}): {e}")
         running = len([j for j in self.store.list(["running"]) if j.backend == "local"])
         for job in self.store.list(["queued"]):
-            if job.backend != "local":
+            if job.backend != "local":  # the cluster queues its own jobs: hand it over (again, if it was down)
+                self._hand_to_ray(job)
                 continue
             if running >= self.concurrency:
                 break
@@ -141,6 +149,15 @@ class Supervisor:
             self.store.update(job.id, expect=("running",), state="queued", pid=None,
                               message="its worker was lost; queued to resume (finished trials are kept)")
             self.log(f"job {job.id} ({job.name}): worker lost, queued to resume")
+
+    def _hand_to_ray(self, job: Job) -> None:
+        from hwsearch.search.service._ray import submit_to_ray
+
+        try:
+            submit_to_ray(self.store, job)
+            self.log(f"job {job.id} ({job.name}) submitted to Ray at {job.address}")
+        except JobError as e:
+            self.log(f"job {job.id} ({job.name}): {e}")
 
     def _start(self, job: Job) -> None:
         job.exit_path.unlink(missing_ok=True)
@@ -199,14 +216,17 @@ class Supervisor:
         return 0
 
 
+def last_error_line(text: str) -> str:
+    """The last 'error:' (or ``SomethingError:``) line of a job's output, if any."""
+    errors = [line for line in text.splitlines() if line.startswith("error:") or "Error" in line.split(":")[0]]
+    return errors[-1].strip() if errors else ""
+
+
 def _last_error(job: Job) -> str:
-    """The last 'error:' line of a job's log, if any."""
     try:
-        lines = job.log_path.read_text(errors="replace").splitlines()
+        return last_error_line(job.log_path.read_text(errors="replace"))
     except OSError:
         return ""
-    errors = [line for line in lines if line.startswith("error:") or "Error" in line.split(":")[0]]
-    return errors[-1].strip() if errors else ""
 
 
 def supervisor_running(root: Path) -> bool:

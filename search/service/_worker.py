@@ -2,8 +2,9 @@
 
     python -m hwsearch.search.service._worker --job-dir DIR --run-dir RUN [--trials N]
 
-Started by the supervisor as a session leader (its process group is the job's). SIGINT ends the
-search as Ctrl-C does (finished trials kept, exit code 130); the record ``DIR/exit.json``
+Started by the supervisor as a session leader (its process group is the job's), or by Ray as a
+job's entrypoint. SIGINT, and SIGTERM (how Ray stops a job), end the search as Ctrl-C does
+(finished trials kept, exit code 130); the record ``DIR/exit.json``
 (``returncode``, ``finished_at``) is written atomically once the search has returned, so a
 record's presence means the worker ended on its own terms.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int)
     args = ap.parse_args(argv)
     from hwsearch.search.cli import main as hwsearch
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
     job_dir = Path(args.job_dir)
     cmd = ["run", str(job_dir / "spec.yaml"), "--out", args.run_dir, "--no-progress"]

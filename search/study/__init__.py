@@ -9,6 +9,7 @@ outputs, nor torch.
 from __future__ import annotations
 
 from hwsearch.search.study._contract import SpecChanged, contract_of
+from hwsearch.search.study._final import FINAL_DIR, Fidelity, FinalRecord, final_records, final_spec, write_final_record
 from hwsearch.search.study._records import RECORD_VERSION, Status, TrialRecord
 from hwsearch.search.study._study import (
                                           INFEASIBLE_ACCURACY,
@@ -28,6 +29,12 @@ from hwsearch.search.study._study import (
 )
 
 __all__ = [
+    "FINAL_DIR",
+    "Fidelity",
+    "FinalRecord",
+    "final_records",
+    "final_spec",
+    "write_final_record",
     "INFEASIBLE_ACCURACY",
     "JOURNAL",
     "RECORD_VERSION",

@@ -33,13 +33,13 @@ if TYPE_CHECKING:
         train_settings,
         trained_network,
     )
-    from hwsearch.search.training._recipe import Recipe, augment, optimizer_for
+    from hwsearch.search.training._recipe import Recipe, augment, optimizer_for, schedule_for
 
 __getattr__ = lazy_exports(__name__, {"._evaluate": (
     "Evaluation", "TrainSettings", "TrialFailed", "evaluate", "evaluation_steps", "predict_logits", "resolve_device",
-    "train_settings", "trained_network"), "._recipe": ("Recipe", "augment", "optimizer_for")})
+    "train_settings", "trained_network"), "._recipe": ("Recipe", "augment", "optimizer_for", "schedule_for")})
 
 __all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "Recipe", "TeacherError", "TrainSettings", "TrialFailed",
            "augment", "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset",
-           "optimizer_for", "predict_logits", "register_dataset", "resolve_device", "teacher_candidate",
+           "optimizer_for", "predict_logits", "register_dataset", "resolve_device", "schedule_for", "teacher_candidate",
            "teacher_logits", "train_settings", "trained_network"]

@@ -15,7 +15,8 @@ distillation: the logits are computed once per run). For crops of a few pixels a
 images these stay a close estimate of the teacher's view; cutout is where they differ most.
 
 Weight decay never applies to batch norm parameters or biases (tensors of one dimension), the
-standard practice for small convolutional networks.
+standard practice for small convolutional networks, nor to learned quantization steps and ranges
+(one per channel or one per tensor: one dimension or none).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from hwsearch.spaces.network import QUANTIZERS
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine")
@@ -42,12 +45,19 @@ class Recipe:
     flip: bool = False
     cutout: int = 0
     channels_last: bool = False
+    # lsq | maxabs: how quantization-aware fine-tuning puts layers below ``learned_below`` bits on
+    # their grid (see hwsearch.spaces.network.enable_quantization); benchmarks raise it to 9 to learn
+    # 8-bit grids too
+    quantizer: str = "lsq"
+    learned_below: int = 8
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {self.quantizer!r}")
 
     @property
     def augments(self) -> bool:

@@ -193,3 +193,24 @@ def test_the_predicted_latency_is_measured_here_only_where_the_profile_was(tiny_
     measured = next(m for m in at.metric if m.label == "measured end to end")
     assert measured.value.endswith(" ms") and float(measured.value.removesuffix(" ms")) > 0
     assert measured.delta.startswith("prediction ")
+
+
+def test_final_accuracies_show_beside_the_search_and_give_their_own_front(tiny_run, tmp_path, monkeypatch):
+    from hwsearch.search.engine import train_final
+    from hwsearch.search.study import Fidelity
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    front = [r.number for r in RunResults(run).pareto()][:2]
+    at = app(monkeypatch, run)
+    page(at, "Pareto explorer")
+    assert "final_accuracy" not in at.dataframe[0].value.columns  # nothing trained at the final fidelity yet
+    train_final(run, front, Fidelity(epochs=2, finetune_epochs=1, limit=600), progress=False, log=lambda m: None)
+    at.run()  # the same page, drawn again: the new records show without a restart
+    clean(at)
+    table, final = at.dataframe[0].value, at.dataframe[1].value
+    assert table.final_accuracy.notna().sum() == len(front)
+    finals = RunResults(run).finals
+    assert set(final.number) == {r.number for r in RunResults(run).final_pareto()} <= set(front)
+    assert all(final.final_accuracy[i] == finals[n].accuracy for i, n in zip(final.index, final.number))
+    assert any("2 + 1 epochs on 600 images" in str(c.value) for c in at.caption)

@@ -4,6 +4,7 @@ row of the front table, and reads the candidate panel each time. AppTest cannot 
 or click a table; this can."""
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -30,25 +31,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(tiny_run):
-    """``hwsearch app`` on the tiny run, on a free local port; stopped afterwards."""
-    port = free_port()
-    proc = subprocess.Popen([*hwsearch_cmd(), "app", str(tiny_run), "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def serving(proc: subprocess.Popen, port: int) -> str:
+    """The app's URL once ``hwsearch app`` (``proc``, on ``port``) answers its health check."""
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.read() == b"ok":
-                    break
+                    return url
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail(f"hwsearch app did not start:\n{proc.communicate()[0]}")
         time.sleep(0.3)
+
+
+@pytest.fixture
+def served(tiny_run):
+    """``hwsearch app`` on the tiny run, on a free local port; stopped afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([*hwsearch_cmd(), "app", str(tiny_run), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = serving(proc, port)
     yield url
     stop_process(proc)
 
@@ -96,5 +102,81 @@ def test_a_click_on_the_chart_or_the_front_table_opens_that_candidate(served, ti
             box = table.bounding_box()
             page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)
             expect(detail.locator("h3").first).to_have_text(f"Trial {front[0].number}", timeout=30_000)
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def service_app(tmp_path):
+    """``hwsearch app`` with no run, its service root in ``tmp_path``; stopped afterwards, with the
+    supervisor and the worker its pages started."""
+    from hwsearch.search.service import write_config
+    from tests.conftest import stop_processes_mentioning
+
+    root, data = tmp_path / "service", tmp_path / "data"
+    data.mkdir()
+    write_config(root, data_roots=[str(data)])
+    port = free_port()
+    env = {**os.environ, "HWSEARCH_SERVICE_ROOT": str(root), "HWSEARCH_APP_RUNS": "[]"}
+    proc = subprocess.Popen([*hwsearch_cmd(), "app", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = serving(proc, port)
+    yield url, root
+    stop_process(proc)
+    stop_processes_mentioning(str(root))
+
+
+def test_a_search_from_the_new_search_form_to_its_pareto_chart(service_app):
+    """The service's pages end to end: the form, a field error fixed, a real job watched, stopped,
+    resumed to success, and its run's chart."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from hwsearch.search.service import JobStore
+
+    url, root = service_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_text("New search", exact=True).click()
+
+            def field(label: str, value: str) -> None:
+                box = page.get_by_label(label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+
+            field("name", "from-the-browser")
+            target = page.locator(".st-key-ns_target")
+            target.click()
+            page.get_by_role("option", name="x86-epyc-1t", exact=True).click()  # priced without measuring
+            field("limit", "300")
+            field("size budget (KB)", "40")
+            field("trials", "6")
+            field("dense epochs per candidate", "1")
+            field("latency budget (ms)", "-1")
+            expect(page.get_by_text("budget.latency_ms", exact=False)).to_be_visible(timeout=30_000)
+            submit = page.get_by_role("button", name="Submit")
+            expect(submit).to_be_disabled()
+            field("latency budget (ms)", "0.12")
+            expect(page.get_by_text("budget.latency_ms", exact=False)).to_have_count(0, timeout=30_000)
+            expect(page.get_by_text("feasible share")).to_be_visible(timeout=60_000)
+            expect(submit).to_be_enabled()
+            submit.click()
+            expect(page.get_by_text("Job 1 submitted")).to_be_visible(timeout=30_000)
+            assert JobStore(root).get(1).name == "from-the-browser"
+
+            page.get_by_text("Jobs", exact=True).click()
+            job = page.locator("[data-testid='stExpander']").filter(has_text="Job 1: from-the-browser")
+            expect(job).to_contain_text("· running ·", timeout=60_000)
+            expect(job).to_contain_text(re.compile(r"· running · [1-5]/6 trials"), timeout=120_000)  # trials land
+            job.get_by_role("button", name="Stop").click()
+            expect(job).to_contain_text("· stopped ·", timeout=120_000)
+            job.get_by_role("button", name="Resume").click()
+            expect(job).to_contain_text("· succeeded · 6/6 trials", timeout=240_000)
+            job.get_by_role("button", name="Open its run").click()
+            expect(page.get_by_role("heading", name="Run from-the-browser")).to_be_visible(timeout=30_000)
+            page.get_by_text("Pareto explorer", exact=True).click()
+            expect(page.locator(".st-key-chart .scatterlayer .trace path.point").first).to_be_visible(timeout=30_000)
         finally:
             browser.close()

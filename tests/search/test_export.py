@@ -72,9 +72,14 @@ def test_card_records_the_checks_and_hashes_every_model(exported):
     assert card["runtime"]["onnxruntime"] and card["candidate"] == exported.card["candidate"]
 
 
-def test_4bit_weights_stay_on_their_grid(exported):
+def test_4bit_weights_stay_on_their_grid(exported, run):
+    import torch
+
     from hwsearch.targets._onnx_graph import WEIGHT_GRIDS
 
+    assert exported.card["spec"]["training"]["quantizer"] == "lsq"  # the default: the 4-bit steps were learned
+    kept = torch.load(run / exported.card["weights"]["file"], weights_only=True)
+    assert any(k.endswith("w_step") for k in kept)
     fp32, int8 = onnx.load(exported.files[FP32_FILE]), onnx.load(exported.files[INT8_FILE])
     grids = json.loads({p.key: p.value for p in fp32.metadata_props}[WEIGHT_GRIDS])
     four_bit = [name for name, bits in grids.items() if bits == 4]
@@ -89,6 +94,60 @@ def test_4bit_weights_stay_on_their_grid(exported):
         assert np.abs(w).max() <= 7  # the symmetric 4-bit grid, held exactly in int8
         # and the float model holds the same grid
         assert max(len(np.unique(c)) for c in floats[name].reshape(len(w), -1)) <= 15
+    _assert_exact_grids(fp32, int8)
+
+
+def _assert_exact_grids(fp32, int8) -> None:
+    """Every float weight on a grid is held in int8 as the grid's integers, with the grid's step
+    as its scale: dequantized, it is the float weight exactly."""
+    from hwsearch.targets._onnx_graph import WEIGHT_GRIDS, WEIGHT_STEPS
+
+    props = {p.key: p.value for p in fp32.metadata_props}
+    grids, steps = json.loads(props[WEIGHT_GRIDS]), json.loads(props[WEIGHT_STEPS])
+    floats = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    ints = {t.name: numpy_helper.to_array(t) for t in int8.graph.initializer}
+    assert grids and set(grids) == set(steps)
+    for name, bits in grids.items():
+        q, scale = ints[f"{name}_quantized"], ints[f"{name}_scale"]
+        assert np.array_equal(scale, np.asarray(steps[name], np.float32)), name
+        assert np.abs(q).max() <= 2 ** (bits - 1) - 1, name
+        assert np.array_equal(q.astype(np.float32) * scale.reshape(-1, 1, 1, 1), floats[name]), name
+
+
+def test_learned_steps_keep_their_exact_grid_in_int8(tmp_path):
+    """With learned steps a channel's largest weight need not reach the clamp, so max|w| / qmax
+    is not its step: the export takes the step the network learned."""
+    import torch
+
+    from hwsearch.search.outputs._export import layer_weights, precision_variant, quantize_int8
+    from hwsearch.spaces import Candidate, build_plan, network
+    from hwsearch.targets._onnx_graph import network_model
+
+    cand = Candidate.from_string("c8:ir_r1_k3_e3_c16_se_hs_w4a4:ir_r1_k3_e1_c16_re_w2a4")
+    plan = build_plan(cand, (1, 8, 8), 10)
+    net = network.fold_batchnorm(network.prune(network.build(plan, torch.Generator().manual_seed(0)).eval()))
+    network.enable_quantization(net, "lsq").train()
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    net(x)  # initialises the learned activation ranges
+    learned = [m for m in net.modules() if isinstance(m, network.WeightQuant) and m.w_step is not None]
+    with torch.no_grad():  # coarser steps on some channels: their largest weight stays below the clamp
+        for m in learned:
+            m.w_step.mul_(torch.linspace(0.7, 2.5, len(m.w_step)))
+    short = sum(int((m.quantized_weight().detach().flatten(1).abs().amax(1) < m.grid_step() * (2 ** (m.w_bits - 1) - 1)
+                     * 0.99).sum()) for m in learned)
+    assert short > 0  # channels where the max-abs scale would be wrong
+    fp32 = network_model(build_plan(precision_variant(cand, "fp32"), (1, 8, 8), 10), layer_weights(net.eval(), plan),
+                         batch="N")
+    int8 = quantize_int8(fp32, x.numpy(), tmp_path)
+    _assert_exact_grids(fp32, int8)
+    # and the float model computes what the quantization-aware network computes (float activations)
+    import onnxruntime as ort
+
+    from hwsearch.search.outputs._export import _float_activations
+
+    sess = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(out, _float_activations(net)(x).detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_models_run_with_numpy_and_onnxruntime_alone(exported, run, tmp_path):

@@ -70,14 +70,22 @@ def test_no_weight_decay_on_batch_norm_or_biases_and_the_cosine_schedule_warms_u
         Recipe(optimizer="lamb")
 
 
-def test_the_spec_resolves_the_recipe_for_its_data():
+def test_the_spec_resolves_the_recipe_for_its_data_and_its_length():
     digits = parse_spec(tiny_spec())
-    assert train_settings(digits, 8).recipe == Recipe(crop_padding=1, flip=False, channels_last=True)
+    # a short training (the search's fidelity) is not regularised; a long one is, without mirror images for digits
+    assert train_settings(digits, 8).recipe == Recipe(crop_padding=0, flip=False, channels_last=True)
+    assert train_settings(digits, 8, epochs=12).recipe == Recipe(crop_padding=1, flip=False, label_smoothing=0.1,
+                                                                   channels_last=True)
     photos = parse_spec(tiny_spec(dataset={"name": "npz", "path": "/x.npz"},
-                                  training={"label_smoothing": 0.1, "optimizer": "sgd", "cutout": 8}))
-    r = train_settings(photos, 32, epochs=9).recipe
+                                  training={"optimizer": "sgd", "cutout": 8}))
+    r = train_settings(photos, 32, epochs=30).recipe
     assert (r.crop_padding, r.flip, r.label_smoothing, r.optimizer, r.cutout) == (4, True, 0.1, "sgd", 8)
-    assert train_settings(photos, 32, epochs=9).epochs == 9
+    assert train_settings(photos, 32, epochs=30).epochs == 30
+    short = train_settings(photos, 32, epochs=11).recipe  # only what the spec asked for: cutout
+    assert (short.crop_padding, short.flip, short.label_smoothing, short.cutout) == (0, False, 0.0, 8)
+    chosen = parse_spec(tiny_spec(training={"crop_padding": 2, "label_smoothing": 0.0}))
+    assert train_settings(chosen, 8).recipe.crop_padding == 2 and train_settings(chosen, 8, epochs=40).recipe == \
+        Recipe(crop_padding=2, label_smoothing=0.0, channels_last=True)
     off = parse_spec(tiny_spec(training={"crop_padding": 0, "flip": True, "channels_last": False}))
     assert not train_settings(off, 8).recipe.crop_padding and train_settings(off, 8).recipe.flip
 

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -102,6 +103,77 @@ def test_hwsearch_app_listens_on_this_machine_only():
         assert listening_addresses(port) == {"127.0.0.1"}  # not 0.0.0.0 or ::
     finally:
         stop_process(proc)
+
+
+def test_hwsearch_app_beyond_this_machine_without_a_token_refuses_to_start():
+    port = free_port()
+    out = subprocess.run([*hwsearch_cmd(), "app", "--address", "0.0.0.0", "--port", str(port)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "HWSEARCH_APP_TOKEN": ""})
+    assert out.returncode == 2 and "give it a token" in out.stderr
+    assert not listening_addresses(port)
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """One request, redirects not followed: (status, headers, body)."""
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(Stay)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+@pytest.mark.slow
+def test_hwsearch_app_with_a_token_answers_nothing_without_it(tmp_path):
+    import asyncio
+
+    import aiohttp
+
+    port, token = free_port(), "t0ken-" + os.urandom(8).hex()
+    proc = subprocess.Popen([*hwsearch_cmd(), "app", "--address", "0.0.0.0", "--port", str(port), "--token", token],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"  # the test's requests go to this machine only
+    try:
+        def serving() -> bool:
+            return bool(listening_addresses(port)) and _get(f"{base}/_stcore/health",
+                                                            {"Authorization": f"Bearer {token}"})[0] == 200
+
+        deadline = time.time() + 90
+        while not serving():
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"hwsearch app did not start:\n{proc.communicate()[0]}")
+            time.sleep(0.3)
+        assert listening_addresses(port) == {"0.0.0.0"}
+        for path in ("/", "/_stcore/health", "/static/js/index.js", "/?token=wrong"):
+            status, _, body = _get(base + path)
+            assert status == 401 and b"needs its token" in body and b"<" not in body, path
+        assert _get(f"{base}/_stcore/health", {"Authorization": "Bearer wrong"})[0] == 401
+        status, headers, _ = _get(f"{base}/?token={token}")  # the link a user opens once
+        assert status == 302 and headers["Location"] == "/" and "hwsearch_token=" in headers["Set-Cookie"]
+        status, _, page = _get(f"{base}/", {"Cookie": f"hwsearch_token={token}"})
+        assert status == 200 and b"<html" in page.lower()
+
+        async def stream(headers: dict) -> int:
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.ws_connect(f"ws://127.0.0.1:{port}/_stcore/stream", headers=headers,
+                                                  protocols=["streamlit"]) as ws:
+                        await ws.close()
+                        return 101
+                except aiohttp.WSServerHandshakeError as e:
+                    return e.status
+
+        assert asyncio.run(stream({})) == 401  # the app's stream: refused without the token
+        assert asyncio.run(stream({"Authorization": f"Bearer {token}"})) == 101
+    finally:
+        stop_process(proc)
+    streamlits = subprocess.run(["pgrep", "-f", f"streamlit run {REPO / 'app.py'}"], capture_output=True, text=True)
+    assert not streamlits.stdout.strip(), "the app's server behind the gate outlived it"
 
 
 @pytest.mark.slow

@@ -335,3 +335,29 @@ def test_the_estimate_command_writes_where_it_is_told_and_nowhere_else(tmp_path)
     )
     assert {f.name: f.stat().st_mtime_ns for f in SHIPPED.iterdir()} == before  # the package is left alone
     assert "usage" in subprocess.run([*cli, "estimate", "--help"], capture_output=True, text=True).stdout
+
+
+def test_a_lookup_index_build_cut_short_leaves_no_half_index(monkeypatch):
+    """A Streamlit rerun stops the page's thread wherever it is, here in the middle of building a
+    profile's lookup index; the next lookup must still find every layer."""
+    from hwsearch.targets import _profile_format
+
+    target = ProfileTarget.load(REPO / "targets" / "profiles" / "x86-epyc-1t.json")
+    spec = load_spec(REPO / "examples" / "quickstart.yaml")
+    plan = build_plan(Candidate.from_string("c16:ir_r2_k5_e6_c16_p0.25:ir_r2_k5_e6_c32_p0.25:ir_r2_k5_e6_c48_p0.25"),
+                      (1, 8, 8), 10)
+    assert spec.space  # the quickstart's space holds this candidate's choices
+    whole = target.price(plan).latency_ms
+    target.profile._index = None
+    real, calls = _profile_format._index_one, []
+
+    def cut_short(*args):
+        calls.append(1)
+        if len(calls) == 50:
+            raise KeyboardInterrupt  # what a stopped thread sees
+        return real(*args)
+
+    monkeypatch.setattr(_profile_format, "_index_one", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        target.price(plan)
+    assert target.price(plan).latency_ms == whole
