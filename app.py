@@ -1031,4 +1031,5 @@ def main() -> None:
             st.code(traceback.format_exc(), language=None)
 
 
-main()
+if __name__ == "__main__":  # as Streamlit runs it; never when a spawned process re-imports it as __mp_main__
+    main()

@@ -67,10 +67,10 @@ def submit_to_ray(store: JobStore, job: Job) -> Job:
 
 def sync(store: JobStore, job: Job) -> Job:
     """The job's row brought up to date with Ray's state of it (a running ray job only)."""
+    if job.backend != "ray" or job.state != "running" or not job.submission_id or not job.address:
+        return job  # ray is not even imported: a process that only runs local jobs never loads it
     from ray.job_submission import JobStatus
 
-    if job.backend != "ray" or job.state != "running" or not job.submission_id or not job.address:
-        return job
     c = client(job.address)
     info = c.get_job_info(job.submission_id)
     if not info.status.is_terminal():

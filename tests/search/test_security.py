@@ -354,4 +354,5 @@ def test_export_writes_its_three_files_in_the_given_folder_and_nothing_else(run,
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     changed = {p for p in after if after[p] != before.get(p)}
     assert changed == {out.parent, out, out / FP32_FILE, out / INT8_FILE, out / CARD_FILE}
-    assert report.card["weights"] == {"source": "kept", "file": f"weights/trial_{number}.pt"}
+    assert report.card["weights"] == {"source": "kept", "file": f"weights/trial_{number}.pt",
+                                     "fidelity": "search"}
