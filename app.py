@@ -762,10 +762,13 @@ def feasibility(spec_yaml: str) -> dict:
     """The survey ``hwsearch validate`` prints: the feasible share and the cheapest reachable costs."""
     import yaml
 
-    from hwsearch.search.engine import survey
+    from hwsearch.search.engine import NotMeasuredYet, survey
     from hwsearch.search.spec import parse_spec
 
-    report = survey(parse_spec(yaml.safe_load(spec_yaml)), samples=100)
+    try:  # never minutes of measuring inside the web server: the job measures when it starts
+        report = survey(parse_spec(yaml.safe_load(spec_yaml)), samples=100, measure=False)
+    except NotMeasuredYet as e:
+        return {"not_measured": str(e)}
     return {"samples": report.samples, "feasible": report.feasible, "cheapest": report.cheapest,
             "limits": report.limits, "unreachable": report.unreachable}
 
@@ -785,7 +788,8 @@ def new_search_page() -> None:
     st.caption(f"Jobs go to the service at `{store.root}`; a spec may read only under its data roots: "
                + ", ".join(f"`{r}`" for r in roots) + ".")
     state = st.session_state
-    for key, default in {"ns_trials": "30", "ns_epochs": "8"}.items():
+    # the quickstart's defaults; the target too, which the spec reads before its box is drawn
+    for key, default in {"ns_trials": "30", "ns_epochs": "8", "ns_target": "local-cpu"}.items():
         state.setdefault(key, default)
     st.radio("space", list(PRESETS), format_func=PRESETS.__getitem__, key="ns_preset", horizontal=True)
     data, parse_error = form_spec(state)
@@ -837,7 +841,9 @@ def new_search_page() -> None:
         except Exception as e:  # the data cannot be read, the target cannot price: said, not raised
             survey = None
             st.error(f"The space cannot be priced: {type(e).__name__}: {e}")
-        if survey is not None:
+        if survey is not None and "not_measured" in survey:
+            st.info(survey["not_measured"])
+        elif survey is not None:
             m1, m2, m3 = st.columns(3)
             m1.metric("feasible share", f"{survey['feasible'] / max(1, survey['samples']):.0%}",
                       help=f"{survey['feasible']} of {survey['samples']} sampled candidates fit the budget")

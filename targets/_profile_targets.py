@@ -185,6 +185,14 @@ class LocalCpuTarget(ProfileTarget):
         finally:
             self.flush()
 
+    def needs_measuring(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int) -> bool:
+        from hwsearch.targets._profiling import space_fingerprint
+
+        fingerprint = space_fingerprint(config, input_shape, num_classes)
+        cal = self.profile.calibration
+        return not (fingerprint in cal.spaces and cal.feature_set == FEATURE_SET
+                    and self.profile.check_for(fingerprint))
+
     def ensure_calibrated(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
                           progress: Progress | None = None, *, networks: int | None = None) -> bool:
         """Calibrate on ``networks`` (default 100) whole networks of this space unless done before (once per

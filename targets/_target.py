@@ -136,6 +136,11 @@ class Target(ABC):
         profile file was calibrated where it was measured, so by default there is nothing to do."""
         return False
 
+    def needs_measuring(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int) -> bool:
+        """Whether pricing this space would first measure on this host (minutes: the layers, the
+        calibration networks and the self-check). A profile file never measures."""
+        return False
+
     def adapter_latency(self, input_shape: tuple[int, int, int], dtype: str) -> Latency:
         """The time an exported file's input adapter adds (raw ``dtype`` pixels, NHWC, to the
         network's normalised NCHW input), or :class:`UnpriceableError` where it is not known."""

@@ -1,5 +1,10 @@
+import contextlib
 import os
+import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,8 +24,13 @@ TINY_SPACE = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _latency_cache(tmp_path_factory):
-    """Layer latencies measured by tests go to one cache per test session, not the user's."""
-    os.environ["HWSEARCH_CACHE"] = str(tmp_path_factory.mktemp("hwsearch-cache"))
+    """Layer latencies measured by tests go to one cache per test session, not the user's; under
+    xdist, one for all its workers (the cache merges what concurrent processes measured), so that
+    no layer is measured twice."""
+    base = tmp_path_factory.getbasetemp()
+    cache = base.parent / "hwsearch-cache" if os.environ.get("PYTEST_XDIST_WORKER") else base / "hwsearch-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["HWSEARCH_CACHE"] = str(cache)
     yield
 
 
@@ -108,3 +118,105 @@ def stop_processes_mentioning(marker: str, timeout: float = 5) -> list[int]:
         if not any(alive(pid) for pid in chosen):
             break
     return sorted(chosen)
+
+
+# ---------------------------------------------------------------- a Ray head for the session
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# kept in the environment, where every process the tests start finds it
+SESSION_TOKEN = os.environ.setdefault("HWSEARCH_TESTS_RAY_TOKEN", secrets.token_hex(32))
+
+
+# the running head's dashboard URL, for the Ray Jobs tests: in the environment, since this module
+# is imported twice (by pytest as conftest, and by test modules as tests.conftest)
+DASHBOARD_ENV = "HWSEARCH_TESTS_RAY_DASHBOARD"
+
+
+def _ray_env(mp: pytest.MonkeyPatch) -> None:
+    """Token authentication, with a token of the test session's own: the head and every driver the
+    tests start share it through the environment, whatever ~/.ray holds. One token for every head
+    the session starts: a driver in this process (the Ray executor's contract test) keeps the
+    first token it read, so a head with another one would refuse it."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    mp.setenv("RAY_AUTH_MODE", "token")
+    mp.setenv("RAY_AUTH_TOKEN", SESSION_TOKEN)
+    # Ray caches the token a driver of this process read first (test_security's local Ray makes
+    # one of its own): drop it, so that a driver in this process reads this head's
+    reset_auth_token_state()
+    mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    mp.delenv("RAY_ADDRESS", raising=False)
+
+
+@contextlib.contextmanager
+def _one_ray_at_a_time():
+    """Held while a test starts or uses Ray: under xdist, a Ray starting beside another test's
+    (a head, a search on it, a local cluster) missed its start-up timeouts on 2 cores."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "hwsearch-tests-ray.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def ray_exclusive():
+    """This test starts or uses Ray: no other test of the session does meanwhile."""
+    with _one_ray_at_a_time():
+        yield
+
+
+@pytest.fixture(scope="session")
+def _ray_head_process():
+    """``ray start --head`` with 2 CPUs and its dashboard (Ray's Job Submission API) on 127.0.0.1,
+    once per test session (under xdist, per worker that needs it); yields its address and its
+    dashboard's URL; its processes stopped after. The head's environment has this interpreter's
+    folder first on PATH: a job's ``python`` entrypoint is hwsearch's Python, as on a cluster
+    where hwsearch is installed."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    if not Path(RAY).exists():
+        pytest.fail(f"the ray command is missing next to {sys.executable}: install hwsearch's dependencies")
+    port, dashboard = free_port(), free_port()
+    # a short folder: Ray's AF_UNIX sockets live under it, and their paths may not exceed 107
+    # bytes (under xdist, pytest's own temp folders are too deep)
+    temp = Path(tempfile.mkdtemp(prefix="hwsearch-ray-"))
+    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+             "--disable-usage-stats", "--temp-dir", str(temp)]
+    with pytest.MonkeyPatch.context() as mp:
+        _ray_env(mp)
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        with _one_ray_at_a_time():
+            out = subprocess.run(start, capture_output=True, text=True, timeout=120)
+    try:
+        assert out.returncode == 0, out.stderr[-3000:]
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
+    finally:
+        # this head's processes only (they all run under its temp dir), not every Ray on the host
+        stop_processes_mentioning(str(temp))
+        shutil.rmtree(temp, ignore_errors=True)
+        reset_auth_token_state()
+
+
+@pytest.fixture
+def ray_head(_ray_head_process, ray_exclusive, monkeypatch):
+    """The session's Ray head (see ``_ray_head_process``): its address, with this test's
+    environment set to reach it (its token; its dashboard's URL in ``DASHBOARD_ENV``)."""
+    address, dashboard = _ray_head_process
+    _ray_env(monkeypatch)
+    monkeypatch.setenv(DASHBOARD_ENV, dashboard)
+    yield address

@@ -52,7 +52,6 @@ from hwsearch.targets import (
     target_names,
 )
 from tests.conftest import REPO, tiny_spec
-from tests.search.test_ray import ray_head  # noqa: F401  (a fixture: a Ray head started at 127.0.0.1)
 
 # ------------------------------------------------------------------------------------------------
 # Targets
@@ -519,7 +518,7 @@ def test_the_pool_executor_meets_the_executor_contract(worker_setup, expected):
 
 
 @pytest.mark.slow
-def test_the_ray_executor_meets_the_executor_contract(ray_head, worker_setup, expected):  # noqa: F811 (the fixture)
+def test_the_ray_executor_meets_the_executor_contract(ray_head, worker_setup, expected):
     import ray
 
     assert ray_head.startswith("127.0.0.1:")

@@ -15,9 +15,9 @@ from hwsearch.search.engine._executors import (
            WorkerLost,
            WorkerSetup,
 )
-from hwsearch.search.engine._feasibility import Survey, check_reachable, survey
+from hwsearch.search.engine._feasibility import NotMeasuredYet, Survey, check_reachable, survey
 from hwsearch.search.engine._final import FinalTraining, train_final
 from hwsearch.search.engine._runner import make_executor, run_search
 
 __all__ = ["FinalTraining", "InlineExecutor", "PoolExecutor", "RayExecutor", "Survey", "TrialWorker", "WorkerLost",
-           "WorkerSetup", "check_reachable", "make_executor", "run_search", "survey", "train_final"]
+           "NotMeasuredYet", "WorkerSetup", "check_reachable", "make_executor", "run_search", "survey", "train_final"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hwsearch.search.spec import SpecError
-from hwsearch.targets import COST_METRICS
+from hwsearch.targets import COST_METRICS, TargetError
 
 
 @dataclass
@@ -34,7 +34,14 @@ class Survey:
         return "\n".join(lines)
 
 
-def survey(spec, samples: int = 100, data=None) -> Survey:
+class NotMeasuredYet(TargetError):
+    """Pricing the spec's space would first measure it on this host, and the caller said not to."""
+
+
+def survey(spec, samples: int = 100, data=None, measure: bool = True) -> Survey:
+    """Price the space's extremes and ``samples`` random candidates against the budget. With
+    ``measure=False``, a target that would first measure this space on this host (``local-cpu``
+    on a space it has not profiled: minutes) raises :class:`NotMeasuredYet` instead."""
     import optuna
 
     from hwsearch.search.training._datasets import load_dataset
@@ -43,6 +50,11 @@ def survey(spec, samples: int = 100, data=None) -> Survey:
 
     data = data or load_dataset(spec.dataset, spec.data_seed)
     target = get_target(spec.target)
+    if not measure and target.needs_measuring(spec.space, data.input_shape, data.num_classes):
+        raise NotMeasuredYet(
+            f"{spec.target} has not measured this space on {'x'.join(map(str, data.input_shape))} inputs "
+            "yet: the job measures it when it starts (a few minutes), or "
+            f"run 'hwsearch profile --target {spec.target} --spec SPEC' first; the budget is checked then")
     target.ensure_calibrated(spec.space, data.input_shape, data.num_classes)
     limits = spec.budget.limits()
     metrics = COST_METRICS

@@ -32,6 +32,12 @@ RUN_ONLY = frozenset({
     "search.keep_weights", "search.seed_corners",
 })
 CONTRACT_ATTR = "contract"
+# Fields added to the spec after studies existed whose trials were measured one fixed way: a
+# contract recorded before the field holds that value. Such a study resumes with the field set
+# to it, and a spec with another value is refused as a change, saying so.
+BEFORE_THE_FIELD: dict[str, Any] = {
+    "training.quantizer": "maxabs",  # learned step sizes (LSQ) came later; every low-bit layer used max-abs scales
+}
 
 
 class SpecChanged(SearchError, ValueError):
@@ -66,10 +72,26 @@ def contract_of(spec) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not _run_only(k)}
 
 
+def contract_of_yaml(path) -> set[str]:
+    """The dotted paths a spec file spells out (whatever its values)."""
+    import yaml
+
+    flat: dict[str, Any] = {}
+    _flatten(yaml.safe_load(open(path)) or {}, "", flat)
+    return set(flat)
+
+
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """One line per field whose value differs: ``path: old -> new`` (absent fields shown as such)."""
+    """One line per field whose value differs: ``path: old -> new`` (absent fields shown as such;
+    a field of :data:`BEFORE_THE_FIELD` absent from ``old`` has the value trials had before it)."""
     lines = []
     for key in sorted(set(old) | set(new)):
+        if key not in old and key in BEFORE_THE_FIELD:
+            a, b = BEFORE_THE_FIELD[key], new.get(key, "(absent)")
+            if a != b:
+                lines.append(f"{key}: {a!r} (recorded before the field existed; set it to {a!r} to continue the "
+                             f"study) -> {b!r}")
+            continue
         a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
         if a != b:
             lines.append(f"{key}: {a!r} -> {b!r}")

@@ -35,7 +35,13 @@ from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 from hwsearch.search.errors import SearchError
-from hwsearch.search.study._contract import CONTRACT_ATTR, check_contract, contract_of
+from hwsearch.search.study._contract import (
+    BEFORE_THE_FIELD,
+    CONTRACT_ATTR,
+    check_contract,
+    contract_of,
+    contract_of_yaml,
+)
 from hwsearch.search.study._records import TrialRecord
 
 JOURNAL = "study.journal"
@@ -235,9 +241,13 @@ def _legacy_contract(study: optuna.Study, run_dir: Path) -> dict | None:
     if not study.get_trials(deepcopy=False) or not path.is_file():
         return None
     try:
-        return contract_of(load_spec(path))
+        contract = contract_of(load_spec(path))
+        written = contract_of_yaml(path)
     except SpecError:
         return None
+    # a field the file does not hold was filled with today's default: the trials had the value
+    # from before the field (BEFORE_THE_FIELD), which the check supplies when the field is absent
+    return {k: v for k, v in contract.items() if k not in BEFORE_THE_FIELD or k in written}
 
 
 def load_study(run_dir: Path, storage: str | None = None, name: str | None = None) -> optuna.Study:

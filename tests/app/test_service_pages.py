@@ -86,3 +86,19 @@ def test_a_dataset_outside_the_data_roots_and_bad_yaml_are_refused_before_anythi
     at.text_area(key="ns_yaml").set_value("name: pasted\nbudget: {size_kb: -3}\n").run()
     assert any("`budget.size_kb`" in e for e in errors(at)), errors(at)
     assert not JobStore(root).list()
+
+
+def test_the_form_never_measures_the_host_and_says_when_the_job_will(service, tmp_path, monkeypatch):
+    """On ``local-cpu`` with a space this host has not profiled, pricing would measure it for
+    minutes inside the web server (it had slowed a job beside it sevenfold): the form says so and
+    still submits."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HWSEARCH_CACHE", str(cache))
+    at = open_page("New search")
+    assert at.selectbox(key="ns_target").value == "local-cpu"
+    at = fill(at, ns_name="measured-later", ns_limit="300", ns_trials="2", ns_epochs="1")
+    assert not at.exception and not errors(at), errors(at)
+    [note] = [i.value for i in at.info if "has not measured this space" in i.value]
+    assert "local-cpu" in note and "1x8x8" in note and "hwsearch profile --target local-cpu" in note
+    assert not at.metric and not at.button(key="ns_submit").disabled
+    assert not list(cache.glob("local-cpu-*.json")), "the page measured this host"

@@ -47,3 +47,32 @@ def test_a_study_from_before_contracts_is_checked_against_its_runs_spec_yaml(tmp
         with pytest.raises(SpecChanged, match=r"search\.finetune_epochs: 1 -> 0"):
             open_study(parse_spec(tiny_spec(search={"finetune_epochs": 0})), run)
         open_study(parse_spec(tiny_spec(search={"trials": 7})), run)
+
+
+def test_a_study_from_before_a_recipe_field_resumes_with_the_value_it_was_trained_with(tmp_path):
+    """``training.quantizer`` came after studies existed, all trained with max-abs scales: such a
+    study resumes with ``quantizer: maxabs``, and the new default (lsq) is refused as a change
+    that says how to continue; likewise for a study from before contracts, whose spec.yaml lacks
+    the field."""
+    import optuna
+
+    run = tmp_path / "run"
+    old_spec = parse_spec(tiny_spec())
+    with run_lock(run):
+        study = open_study(old_spec, run)
+        older = {k: v for k, v in contract_of(old_spec).items() if k != "training.quantizer"}
+        study.set_user_attr(CONTRACT_ATTR, older)  # as the hwsearch before LSQ recorded it
+        with pytest.raises(SpecChanged) as e:
+            open_study(parse_spec(tiny_spec()), run)  # today's default: lsq
+        assert e.value.fields == ["training.quantizer"]
+        assert "'maxabs' (recorded before the field existed; set it to 'maxabs' to continue" in str(e.value)
+        open_study(parse_spec(tiny_spec(training={"quantizer": "maxabs"})), run)
+
+        study.set_user_attr(CONTRACT_ATTR, None)  # from before contracts: its spec.yaml is the record
+        study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0, 1.0]))
+        written = old_spec.model_dump(mode="json", exclude_none=True)
+        del written["training"]["quantizer"]
+        (run / "spec.yaml").write_text(yaml.safe_dump(written))
+        with pytest.raises(SpecChanged, match=r"training\.quantizer: 'maxabs'"):
+            open_study(parse_spec(tiny_spec()), run)
+        open_study(parse_spec(tiny_spec(training={"quantizer": "maxabs"})), run)

@@ -36,7 +36,6 @@ from hwsearch.search.study._study import (
 )
 from tests.conftest import REPO, hwsearch_cmd, tiny_spec
 from tests.search.test_executors import check_the_search_went_on, processes
-from tests.search.test_ray import ray_head  # noqa: F401  (a fixture: a Ray head on 127.0.0.1)
 
 pytestmark = pytest.mark.slow
 
@@ -250,9 +249,9 @@ def test_a_search_killed_20_times_at_random_moments_loses_no_finished_trial(tmp_
 
 # ---------------------------------------------------------------- a Ray worker killed mid-run
 
-def test_a_ray_worker_killed_mid_run_loses_no_finished_trial(ray_head, tmp_path):  # noqa: F811 (the fixture)
-    """tests/search/test_ray.py kills a Ray worker and checks the search went on; this also checks
-    that what was completed before the kill is kept with its values."""
+def test_a_ray_worker_killed_mid_run_loses_no_finished_trial(ray_head, tmp_path):
+    """A Ray worker SIGKILLed mid-run: the search goes on (its trial retried once on a new worker,
+    with the reason), and what was completed before the kill is kept with its values."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(search={"trials": 8, "epochs": 6}, space={"distill": False})))
     run_dir, stderr = tmp_path / "run", tmp_path / "stderr.txt"
@@ -281,6 +280,8 @@ def test_a_ray_worker_killed_mid_run_loses_no_finished_trial(ray_head, tmp_path)
     check_nothing_lost(study, seen)
     check_the_search_went_on(study, 8)  # 8 trials, all finished; the killed worker's one retried once
     assert "retrying it on a new worker" in err
+    retried = next(t for t in study.get_trials() if "retried_after" in t.user_attrs)
+    assert "Ray worker died" in retried.user_attrs["retried_after"]
 
 
 # ---------------------------------------------------------------- a journal cut or damaged

@@ -176,31 +176,46 @@ def test_hwsearch_app_with_a_token_answers_nothing_without_it(tmp_path):
     assert not streamlits.stdout.strip(), "the app's server behind the gate outlived it"
 
 
+LOCAL_RAY_DRIVER = """
+import json, sys
+import ray
+from hwsearch.search.engine._executors import RayExecutor, WorkerSetup
+from hwsearch.search.spec import DatasetSpec
+from hwsearch.search.training._datasets import load_dataset
+from hwsearch.search.training._evaluate import TrainSettings
+
+data = load_dataset(DatasetSpec(name="digits", limit=100), seed=0)
+executor = RayExecutor(WorkerSetup(data, None, TrainSettings(1, 1), threads=1), 1, None, 1.0, 0, lambda m: None)
+try:
+    print(json.dumps({"gcs": ray.get_runtime_context().gcs_address}), flush=True)
+    sys.stdin.readline()  # the stranger has tried
+finally:
+    executor.close()
+"""
+
+
 @pytest.mark.slow
-def test_the_local_ray_a_run_starts_refuses_a_client_without_its_token(tmp_path, monkeypatch):
-    import ray
-
-    from hwsearch.search.engine._executors import RayExecutor, WorkerSetup
-    from hwsearch.search.training._evaluate import TrainSettings
-
+def test_the_local_ray_a_run_starts_refuses_a_client_without_its_token(tmp_path, ray_exclusive):
+    """The Ray cluster a run starts for itself (no address) has token authentication: a client
+    without the token is refused. The run's driver is a process of its own, as ``hwsearch run``'s is
+    (a driver in a test process would keep the Ray state of earlier tests)."""
     # Ray's defaults, with a home of the test's own (where ray.init keeps the token it makes)
-    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    data = load_dataset(DatasetSpec(name="digits", limit=100), seed=0)
-    executor = RayExecutor(WorkerSetup(data, None, TrainSettings(1, 1), threads=1), 1, None, 1.0, 0, lambda m: None)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")}
+    env.update(HOME=str(tmp_path / "home"), RAY_USAGE_STATS_ENABLED="0")
+    driver = subprocess.Popen([sys.executable, "-c", LOCAL_RAY_DRIVER], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        gcs = ray.get_runtime_context().gcs_address
-        stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        line = driver.stdout.readline()
+        assert line, driver.stderr.read()[-3000:] if driver.poll() is not None else "the driver said nothing"
+        gcs = json.loads(line)["gcs"]
+        stranger = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
         stranger.update(HOME=str(tmp_path / "stranger"), RAY_NUM_REDIS_GET_RETRIES="1")
         out = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address={gcs!r}, log_to_driver=False)"],
                              env=stranger, capture_output=True, text=True, timeout=120)
     finally:
-        executor.close()
-        from ray._private.authentication_test_utils import reset_auth_token_state
-
-        reset_auth_token_state()  # the token this process cached is this test's home's, now gone
+        driver.communicate("done\n", timeout=120)
+    assert driver.returncode == 0
     assert out.returncode != 0
     assert "Authentication token is missing or incorrect" in out.stderr, out.stderr[-2000:]
     assert (tmp_path / "home" / ".ray" / "auth_token").is_file()
