@@ -185,26 +185,28 @@ class LocalCpuTarget(ProfileTarget):
         finally:
             self.flush()
 
-    def needs_measuring(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int) -> bool:
+    def _calibrated(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int) -> tuple[str, bool]:
+        """This space's fingerprint, and whether the latency model was fitted on its networks."""
         from hwsearch.targets._profiling import space_fingerprint
 
         fingerprint = space_fingerprint(config, input_shape, num_classes)
         cal = self.profile.calibration
-        return not (fingerprint in cal.spaces and cal.feature_set == FEATURE_SET
-                    and self.profile.check_for(fingerprint))
+        return fingerprint, fingerprint in cal.spaces and cal.feature_set == FEATURE_SET
+
+    def needs_measuring(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int) -> bool:
+        fingerprint, calibrated = self._calibrated(config, input_shape, num_classes)
+        return not (calibrated and self.profile.check_for(fingerprint))
 
     def ensure_calibrated(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
                           progress: Progress | None = None, *, networks: int | None = None) -> bool:
         """Calibrate on ``networks`` (default 100) whole networks of this space unless done before (once per
         space, input and host), then check the model on 30 fresh ones and store the check in the
         profile. Returns True when it measured."""
-        from hwsearch.targets._profiling import CALIBRATION_NETWORKS, calibrate, self_check, space_fingerprint
+        from hwsearch.targets._profiling import CALIBRATION_NETWORKS, calibrate, self_check
 
-        fingerprint = space_fingerprint(config, input_shape, num_classes)
-        cal = self.profile.calibration
-        calibrated = fingerprint in cal.spaces and cal.feature_set == FEATURE_SET
-        if calibrated and self.profile.check_for(fingerprint):
+        if not self.needs_measuring(config, input_shape, num_classes):
             return False
+        _, calibrated = self._calibrated(config, input_shape, num_classes)
         self.flush()
         if not calibrated:
             calibrate(self.profile, self.lookups, config, input_shape, num_classes, networks or CALIBRATION_NETWORKS,

@@ -19,6 +19,7 @@ holds, when that file can still be read.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hwsearch.search.errors import SearchError
@@ -72,12 +73,12 @@ def contract_of(spec) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not _run_only(k)}
 
 
-def contract_of_yaml(path) -> set[str]:
-    """The dotted paths a spec file spells out (whatever its values)."""
+def spelled_out(path: Path) -> set[str]:
+    """The dotted paths a spec file gives a value to (the rest took the defaults of its day)."""
     import yaml
 
     flat: dict[str, Any] = {}
-    _flatten(yaml.safe_load(open(path)) or {}, "", flat)
+    _flatten(yaml.safe_load(path.read_text()) or {}, "", flat)
     return set(flat)
 
 

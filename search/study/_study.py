@@ -40,7 +40,7 @@ from hwsearch.search.study._contract import (
     CONTRACT_ATTR,
     check_contract,
     contract_of,
-    contract_of_yaml,
+    spelled_out,
 )
 from hwsearch.search.study._records import TrialRecord
 
@@ -242,7 +242,7 @@ def _legacy_contract(study: optuna.Study, run_dir: Path) -> dict | None:
         return None
     try:
         contract = contract_of(load_spec(path))
-        written = contract_of_yaml(path)
+        written = spelled_out(path)
     except SpecError:
         return None
     # a field the file does not hold was filled with today's default: the trials had the value

@@ -5,7 +5,6 @@ or click a table; this can."""
 
 import os
 import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hwsearch.search.outputs._results import RunResults
-from tests.conftest import REPO, hwsearch_cmd, stop_process
+from tests.conftest import REPO, free_port, hwsearch_cmd, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -23,12 +22,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                      "(apt-get install chromium; .ci/run installs it)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serving(proc: subprocess.Popen, port: int) -> str:

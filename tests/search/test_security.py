@@ -37,7 +37,7 @@ from hwsearch.search.training._teacher import TeacherError, teacher_logits
 from hwsearch.targets import get_target
 from hwsearch.targets._profile_format import ProfileError
 from tests.app.conftest import PRICED_SPACE
-from tests.conftest import REPO, hwsearch_cmd, stop_process, tiny_spec
+from tests.conftest import REPO, free_port, hwsearch_cmd, stop_process, tiny_spec
 
 
 class Planted:
@@ -60,12 +60,6 @@ def live(marker: Path, unsafe_load) -> None:
 # ------------------------------------------------------------------------------------------
 # Listening sockets
 # ------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def listening_addresses(port: int) -> set[str]:
     """The local addresses of this machine's TCP sockets listening on ``port`` (/proc/net/tcp{,6})."""
