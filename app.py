@@ -34,7 +34,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from hwsearch.search.outputs import Repricing, RunResults, non_dominated, storage_stamp, study_names
+from hwsearch.search.outputs import Repricing, RunResults, non_dominated, run_storage, storage_stamp, study_names
 from hwsearch.search.study import FINAL_DIR, CorruptJournal
 from hwsearch.spaces import BlockPlan, Candidate, HeadPlan, Layer, NetworkPlan, StemPlan
 from hwsearch.targets import COST_METRICS, get_target, target_names
@@ -74,6 +74,8 @@ def stamp_of(source: str):
     """The cache key of the run's current contents: its file's modification time and size; for a
     database server, the current period of ``SERVER_REFRESH_S`` seconds."""
     run_dir, storage, _ = parse_source(source)
+    if storage is None and (found := run_storage(Path(run_dir))):
+        storage = found[0]  # a run directory whose study is in the database its spec names
     finals = max((p.stat().st_mtime_ns for p in Path(run_dir).glob(f"{FINAL_DIR}/trial_*/record.json")), default=0)
     if storage and not storage.startswith("sqlite:///"):
         return int(time.time() // SERVER_REFRESH_S), finals

@@ -407,9 +407,10 @@ def cmd_schema(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    from hwsearch.targets import get_target, target_names
+    from hwsearch.targets import get_target, parallel_warning, target_names
 
     print(f"{'target':<20} {'how':<10} {'kind':<5} {'layers':>7} {'calibrated on':>14}  {'self-check':<26}  device")
+    notes = []
     for name in target_names():
         t = get_target(name)
         p = t.profile
@@ -423,6 +424,10 @@ def cmd_targets(args) -> int:
         check = (f"{'passed' if c.passed else 'FAILED'} {c.within_10pct:.0%} <=10%, tau {c.kendall_tau:.2f}"
                  if c else "none")
         print(f"{name:<20} {how:<10} {p.device.kind:<5} {len(p.entries):>7} {cal:>14}  {check:<26}  {t.description}")
+        if warning := parallel_warning(p):
+            notes.append(f"{name}: {warning}")
+    for note in notes:
+        print(f"\nwarning: {note}")
     print("\nEstimated profiles are derived from public spec-sheet figures (listed in each file), not measured:\n"
           "profile the real device with 'hwsearch profile' for latencies you can trust.")
     return 0

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         check_latency,
         describe_check,
         measure_network,
+        parallel_warning,
         profile_space,
         sample_plans,
         space_fingerprint,
@@ -60,7 +61,8 @@ __getattr__ = lazy_exports(__name__, {
     "._onnx_graph": ("identity_model", "input_adapter_model", "layer_model", "layer_shapes", "network_model",
                      "random_network_weights", "random_weights"),
     "._profile_targets": ("LocalCpuTarget", "ProfileTarget", "host_name"),
-    "._profiling": ("check_latency", "describe_check", "measure_network", "profile_space", "sample_plans",
+    "._profiling": ("check_latency", "describe_check", "measure_network", "parallel_warning", "profile_space",
+                    "sample_plans",
                     "space_fingerprint"),
 })
 
@@ -97,6 +99,7 @@ __all__ = [
     "measure_network",
     "network_macs",
     "network_model",
+    "parallel_warning",
     "peak_memory_kb",
     "precision_of",
     "profile_space",

@@ -99,6 +99,9 @@ class Reference(_Model):
     entry_ci: float | None = Field(
         default=None, description="median ~95% interval of the entries, relative: the noise floor"
     )
+    speedup: float | None = Field(
+        default=None, description="the reference's time at 1 thread / at the profile's thread count (None at 1)"
+    )
 
 
 class SelfCheck(_Model):

@@ -77,8 +77,29 @@ def measure_reference(threads: int = 1, provider: str = DEFAULT_PROVIDER, second
     candidate, input_shape = reference_for(threads)
     m = meter(threads, provider)
     m.time_reference(seconds)
-    host = m.host()
-    return Reference(candidate=candidate, input_shape=input_shape, ms=m.reference_here_ms(), noise=host["noise"])
+    host, ms = m.host(), m.reference_here_ms()
+    speedup = None
+    if threads > 1:  # what the extra threads buy on this host: the same network at 1 thread
+        one = meter(1, provider, reference=(candidate, input_shape))
+        one.time_reference(seconds)
+        speedup = one.reference_here_ms() / ms
+    return Reference(candidate=candidate, input_shape=input_shape, ms=ms, noise=host["noise"], speedup=speedup)
+
+
+# At more threads, a profile whose reference runs less than this much faster than at 1 thread: the
+# host's cores do not run a network's kernels in parallel dependably, and its latencies swing.
+MIN_SPEEDUP = 1.15
+
+
+def parallel_warning(profile: Profile) -> str | None:
+    """A sentence when the profile's extra threads do not pay on its host (see ``MIN_SPEEDUP``)."""
+    ref, threads = profile.reference, profile.device.threads
+    if ref is None or ref.speedup is None or ref.speedup >= MIN_SPEEDUP:
+        return None
+    return (f"at {threads} threads this host ran the reference network {ref.speedup:.2f}x as fast as at 1 thread: "
+            f"its cores do not run one network's kernels in parallel dependably (a VM whose vCPUs are shared or "
+            f"descheduled), so latencies at {threads} threads swing from run to run and no profile predicts them "
+            "well; price at 1 thread here (--threads 1), or profile a host with dedicated cores")
 
 
 def measure_overhead(threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None) -> Latency:
@@ -413,6 +434,8 @@ def profile_space(profile: Profile, config: SpaceSpec, input_shape: tuple[int, i
     check = self_check(profile, ProfileTarget(profile), config, input_shape, num_classes, path=path,
                        progress=progress)
     log(describe_check(check))
+    if warning := parallel_warning(profile):
+        log(f"warning: {warning}")
     return profile
 
 
@@ -534,6 +557,8 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
         "threads": threads, "provider": provider, "host_drift": drift, "host": host, "busy": busy,
         "raw": figures([x * busy for x in measured]), "rows": rows, "warnings": []}
     report["warnings"] = check_warnings(report)
+    if profile and (warning := parallel_warning(profile)):
+        report["warnings"].append(warning)
     return report
 
 

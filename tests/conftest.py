@@ -220,3 +220,43 @@ def ray_head(_ray_head_process, ray_exclusive, monkeypatch):
     _ray_env(monkeypatch)
     monkeypatch.setenv(DASHBOARD_ENV, dashboard)
     yield address
+
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian's /usr/lib/postgresql/N/bin), if installed."""
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / "initdb").is_file():
+            return d
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the tests: a new cluster in a temporary folder, on 127.0.0.1 and a
+    free port, stopped and removed afterwards; its URL. PostgreSQL refuses to run as root, so as root
+    it runs as the ``postgres`` user Debian's package creates (``.ci/run`` installs it)."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="hwpg-"))  # short: the server's socket path is limited too
+    if os.geteuid() == 0:
+        try:
+            shutil.chown(base, "postgres")
+        except LookupError:
+            pytest.skip("running as root, and there is no 'postgres' user to run PostgreSQL as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, log, port = base / "data", base / "server.log", free_port()
+    try:
+        subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-U", "hwsearch", "--auth=trust",
+                                  "--no-locale", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        started = subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                                            "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"],
+                                 capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stdout + started.stderr + (log.read_text() if log.exists() else "")
+        yield f"postgresql://hwsearch@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)

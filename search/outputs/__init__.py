@@ -27,10 +27,11 @@ from hwsearch.search.outputs._results import (
                                              TrialDetail,
                                              non_dominated,
                                              normalized_hypervolume,
+                                             run_storage,
                                              storage_stamp,
                                              study_names,
 )
 
 __all__ = ["CARD_FILE", "FP32_FILE", "INT8_FILE", "ExportError", "ExportReport", "Repricing", "Row", "RunResults",
            "TrialDetail", "export_pareto", "export_trial", "non_dominated", "normalized_hypervolume", "onnx_accuracy",
-           "quantize_int8", "raw_pixels", "storage_stamp", "study_names", "with_input_adapter"]
+           "quantize_int8", "raw_pixels", "run_storage", "storage_stamp", "study_names", "with_input_adapter"]

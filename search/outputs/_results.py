@@ -14,7 +14,7 @@ from hwsearch.search.algorithms._pareto import dominates
 from hwsearch.search.algorithms._pareto import hypervolume as _hypervolume
 from hwsearch.search.study._final import FinalRecord, final_records
 from hwsearch.search.study._records import Status, TrialRecord
-from hwsearch.search.study._study import JOURNAL, is_feasible, load_study, storage_for
+from hwsearch.search.study._study import JOURNAL, is_feasible, load_study, run_storage, storage_for
 from hwsearch.targets._cost import Cost
 
 
@@ -69,8 +69,10 @@ def normalized_hypervolume(rows: list[Row], objectives: list[str], reference: di
 
 def storage_stamp(run_dir: str | Path, storage: str | None = None) -> tuple[int, int] | None:
     """When the run's study last changed, to key caches on: the modification time (ns) and size
-    of its journal file, or of an SQLite database. None where there is no file to look at: a
-    database server, or a run with no study yet."""
+    of its journal file, or of an SQLite database (``storage``, else the one the run's spec
+    names). None where there is no file to look at: a database server, or a run with no study yet."""
+    if storage is None and (found := run_storage(Path(run_dir))):
+        storage = found[0]
     if storage:
         if not storage.startswith("sqlite:///"):
             return None
@@ -85,9 +87,12 @@ def storage_stamp(run_dir: str | Path, storage: str | None = None) -> tuple[int,
 
 
 def study_names(run_dir: str | Path, storage: str | None = None) -> list[str]:
-    """The names of the studies in a run's storage (its journal, or the storage URL)."""
+    """The names of the studies in a run's storage (the storage URL, its journal, or the database
+    its spec names)."""
     import optuna
 
+    if storage is None and (found := run_storage(Path(run_dir))):
+        storage = found[0]
     return optuna.get_all_study_names(storage_for(Path(run_dir), storage))
 
 

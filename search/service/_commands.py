@@ -35,6 +35,25 @@ def _data_roots(args: argparse.Namespace, root: Path) -> list[str]:
     return list(roots)
 
 
+def _storage(args: argparse.Namespace, root: Path) -> None:
+    """Save ``--storage`` (checked: the database must answer) as the root's setting."""
+    from hwsearch.search.service import write_config
+
+    url = getattr(args, "storage", None)
+    if not url:
+        return
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(url)  # creates Optuna's tables on first use
+    except Exception as e:  # SQLAlchemy's errors for a bad URL, a missing driver, an unreachable server
+        from hwsearch.search.cli import _fail
+
+        raise SystemExit(_fail([f"--storage {url}: cannot open the database ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0]})", "nothing was queued or changed"])) from None
+    write_config(root, storage=url)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from hwsearch.search.cli import _fail
     from hwsearch.search.service import SubmitError, read_spec, start_supervisor, submit
@@ -44,6 +63,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         from hwsearch.search.service._ray import client
 
         client(args.address)  # an unreachable cluster is said before anything is queued
+    _storage(args, store.root)
     try:
         spec = read_spec(args.spec)
         job = submit(store, spec, _data_roots(args, store.root), args.trials,
@@ -167,6 +187,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     if args.concurrency:
         write_config(store.root, concurrency=args.concurrency)
     _data_roots(args, store.root)
+    _storage(args, store.root)
     return Supervisor(store, args.concurrency).serve(until_idle=args.until_idle)
 
 
@@ -174,6 +195,11 @@ def add_commands(sub: Any) -> None:
     """The service's subcommands, on the ``hwsearch`` parser's subparsers."""
     def root(p: argparse.ArgumentParser) -> None:
         p.add_argument("--root", help=f"the service's folder (default: ${DEFAULT_ROOT_ENV}, else ~/.hwsearch/service)")
+
+    def storage(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", metavar="URL", help=(
+            "keep every job's study in this database, e.g. postgresql://USER@HOST/DB (saved; default: each "
+            "job's run directory); the app and 'hwsearch jobs' read it from there"))
 
     s = sub.add_parser("submit", help="queue a search of a spec on the service (started if it is not running)")
     s.add_argument("spec")
@@ -184,6 +210,7 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--address", metavar="URL", help=(
         "run it on a Ray cluster through its Job Submission API: the head's dashboard, e.g. http://HEAD:8265 "
         "(hwsearch installed there, the service root on a file system the head shares)"))
+    storage(s)
     root(s)
     s.set_defaults(fn=cmd_submit)
     j = sub.add_parser("jobs", help="the service's jobs: state, trials done, feasible, failed, best accuracy")
@@ -207,5 +234,6 @@ def add_commands(sub: Any) -> None:
     sv.add_argument("--concurrency", type=int, help="jobs run at once (saved; default 1)")
     sv.add_argument("--data-root", action="append", metavar="DIR", help="folders a submitted spec may read (saved)")
     sv.add_argument("--until-idle", action="store_true", help="exit once nothing is queued or running")
+    storage(sv)
     root(sv)
     sv.set_defaults(fn=cmd_service)

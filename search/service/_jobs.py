@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -130,9 +130,10 @@ class JobStore:
         values["stop_requested"] = bool(values["stop_requested"])
         return Job(**values)
 
-    def add(self, name: str, spec_yaml: str, trials: int | None, backend: str = "local",
+    def add(self, name: str, spec_yaml: str | Callable[[int], str], trials: int | None, backend: str = "local",
             address: str | None = None) -> Job:
-        """Queue a job whose spec is already validated (see :func:`~hwsearch.search.service.submit`)."""
+        """Queue a job whose spec is already validated (see :func:`~hwsearch.search.service.submit`);
+        ``spec_yaml`` may be a function of the new job's id (written in the same transaction)."""
         with self._db() as db:
             cur = db.execute(
                 "INSERT INTO jobs (name, state, trials, job_dir, run_dir, backend, address, created_at) "
@@ -140,7 +141,7 @@ class JobStore:
             job_id = int(cur.lastrowid or 0)
             job_dir, run_dir = self.jobs_dir / str(job_id), self.runs_dir / f"{name}-{job_id}"
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / "spec.yaml").write_text(spec_yaml)
+            (job_dir / "spec.yaml").write_text(spec_yaml(job_id) if callable(spec_yaml) else spec_yaml)
             db.execute("UPDATE jobs SET job_dir = ?, run_dir = ? WHERE id = ?", (str(job_dir), str(run_dir), job_id))
         return self.get(job_id)
 

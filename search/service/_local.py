@@ -33,13 +33,15 @@ DEFAULT_CONCURRENCY = 1
 
 
 def read_config(root: Path) -> dict[str, Any]:
-    """The service root's settings: ``concurrency`` and ``data_roots``; defaults where unset."""
+    """The service root's settings: ``concurrency``, ``data_roots`` and ``storage`` (the database
+    jobs keep their studies in; None: their run directories); defaults where unset."""
     try:
         data: dict[str, Any] = json.loads((root / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         data = {}
     data.setdefault("concurrency", DEFAULT_CONCURRENCY)
     data.setdefault("data_roots", [])
+    data.setdefault("storage", None)
     return data
 
 

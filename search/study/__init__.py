@@ -24,6 +24,7 @@ from hwsearch.search.study._study import (
                                           open_study,
                                           recover_interrupted,
                                           run_lock,
+                                          run_storage,
                                           storage_for,
                                           trial_seed,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "open_study",
     "recover_interrupted",
     "run_lock",
+    "run_storage",
     "storage_for",
     "trial_seed",
 ]

@@ -197,9 +197,15 @@ class _RunJournal(_Journal):
 def storage_for(run_dir: Path, url: str | None = None, writer: bool = False):
     """The study storage: the spec's URL, or the journal file in ``run_dir``, read strictly (a
     damaged journal raises :class:`CorruptJournal`; a torn last record warns). ``writer``: the
-    driver's, under :func:`run_lock`; it drops a torn last record before it appends."""
+    driver's, under :func:`run_lock`; it drops a torn last record before it appends. A reader of
+    a database holds no connection once it is done (no pool: the app and ``hwsearch jobs`` open
+    studies often, and a server's connections are few)."""
     if url:
-        return url
+        if writer:
+            return url
+        from sqlalchemy.pool import NullPool
+
+        return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / JOURNAL
     return JournalStorage(_RunJournal(path) if writer else _Journal(path))
@@ -250,9 +256,28 @@ def _legacy_contract(study: optuna.Study, run_dir: Path) -> dict | None:
     return {k: v for k, v in contract.items() if k not in BEFORE_THE_FIELD or k in written}
 
 
+def run_storage(run_dir: Path) -> tuple[str, str] | None:
+    """The database a run keeps its study in, when not the journal in its directory: the storage
+    URL and study name of the run's ``spec.yaml`` (a spec with ``storage:``, e.g. a service job on
+    a shared PostgreSQL server). None for a journal run, or a folder without a readable spec."""
+    from hwsearch.search.spec import SpecError, load_spec
+
+    path = run_dir / "spec.yaml"
+    if (run_dir / JOURNAL).exists() or not path.is_file():
+        return None
+    try:
+        spec = load_spec(path)
+    except SpecError:
+        return None
+    return (spec.storage, spec.name) if spec.storage else None
+
+
 def load_study(run_dir: Path, storage: str | None = None, name: str | None = None) -> optuna.Study:
-    """Open an existing run's study for reading (a damaged journal raises :class:`CorruptJournal`)."""
+    """Open an existing run's study for reading (a damaged journal raises :class:`CorruptJournal`):
+    the one in ``storage`` if given, else the run's journal, else the database its spec names."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage is None and (found := run_storage(run_dir)):
+        storage, name = found[0], name or found[1]
     store = storage_for(run_dir, storage) if storage or (run_dir / JOURNAL).exists() else None
     if store is None:
         raise FileNotFoundError(f"{run_dir}: no study here (expected {JOURNAL})")

@@ -132,6 +132,58 @@ def test_a_service_killed_mid_job_loses_no_job_and_the_job_resumes(tmp_path, ser
     assert "attempt 2" in job.log_path.read_text()
 
 
+@pytest.mark.slow
+def test_a_service_with_a_database_keeps_each_jobs_study_there_and_every_reader_finds_it(
+        tmp_path, service_root, postgres_url, monkeypatch):
+    """A real PostgreSQL server: two jobs of the same spec get a study each in the database, none
+    in their run directories, and the job table, ``hwsearch pareto`` and the results API read them
+    there through the run directory alone, and so does the app."""
+    import optuna
+
+    from hwsearch.search.outputs import RunResults
+
+    spec = write_spec(tmp_path)
+    for _ in range(2):
+        queued = hwsearch(service_root, "submit", str(spec), "--trials", "2", "--no-start", "--data-root",
+                          str(tmp_path), "--storage", postgres_url)
+        assert queued.returncode == 0, queued.stderr
+    served = hwsearch(service_root, "service", "--until-idle", timeout=400)
+    assert served.returncode == 0, served.stdout + served.stderr
+    store = JobStore(service_root)
+    assert [j.state for j in store.list()] == ["succeeded", "succeeded"], [j.message for j in store.list()]
+    names = []
+    for job in store.list():
+        run_dir = Path(job.run_dir)
+        assert not (run_dir / "study.journal").exists()
+        assert job_progress(job).done == 2
+        res = RunResults(run_dir)
+        names.append(res.study.study_name)
+        assert res.study.study_name.startswith(f"tiny-{job.id}-") and len(res.study.trials) == 2
+        shown = subprocess.run(hwsearch_cmd() + ["pareto", str(run_dir)], cwd=REPO, capture_output=True, text=True,
+                               timeout=60)
+        assert shown.returncode == 0 and "trial" in shown.stdout, shown.stdout + shown.stderr
+    assert sorted(optuna.get_all_study_names(postgres_url)) == sorted(names) and names[0] != names[1]
+    listed = json.loads(hwsearch(service_root, "jobs", "--json").stdout)
+    assert [(r["state"], r["trials_done"]) for r in listed] == [("succeeded", 2), ("succeeded", 2)]
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HWSEARCH_APP_RUNS", json.dumps([listed[0]["run_dir"]]))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    assert not at.exception and at.header[0].value == f"Run {names[0]}"
+    assert {m.label: m.value for m in at.metric}["complete"] == str(listed[0]["feasible"])
+
+
+def test_a_database_that_does_not_answer_is_refused_before_anything_is_queued(tmp_path, service_root):
+    from tests.conftest import free_port
+
+    spec = write_spec(tmp_path)
+    refused = hwsearch(service_root, "submit", str(spec), "--no-start", "--data-root", str(tmp_path),
+                       "--storage", f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    assert refused.returncode != 0 and "cannot open the database" in refused.stderr, refused.stderr
+    assert JobStore(service_root).list() == []
+
+
 def _rows(store: JobStore, job_id: int):
     from hwsearch.search.outputs import RunResults
 

@@ -111,3 +111,22 @@ def test_a_version_2_profile_still_loads_with_its_coefficients(tmp_path):
     p = Profile.load(tmp_path / "old.json")
     assert p.calibration.coef == {"fp32_ms": 0.9, "int8_ms": 1.1, "fp32_kelems": -0.001, "int8_kelems": 0.0}
     assert p.reference is None and p.checks == [] and p.adapters == {}
+
+
+def test_a_profile_whose_extra_threads_do_not_pay_is_said():
+    """The reference is timed at 1 thread too when a profile has more: where the extra threads buy
+    less than MIN_SPEEDUP (a VM whose vCPUs are shared), every use of the profile says so."""
+    from hwsearch.targets._profiling import MIN_SPEEDUP, measure_reference, parallel_warning
+
+    ref = measure_reference(threads=2, seconds=0.3)
+    assert ref.speedup is not None and 0.2 < ref.speedup < 4 and ref.ms > 0
+    assert measure_reference(threads=1, seconds=0.2).speedup is None
+    p = new_profile("two")
+    p.device.threads = 2
+    p.reference = ref.model_copy(update={"speedup": MIN_SPEEDUP - 0.2})
+    warning = parallel_warning(p)
+    assert warning and "--threads 1" in warning and f"{MIN_SPEEDUP - 0.2:.2f}x" in warning
+    p.reference = ref.model_copy(update={"speedup": MIN_SPEEDUP + 0.3})
+    assert parallel_warning(p) is None
+    p.reference = ref.model_copy(update={"speedup": None})
+    assert parallel_warning(p) is None
