@@ -194,20 +194,35 @@ def cheap_corner(config: SpaceSpec) -> SpaceSpec:
         "se": [False] if False in config.se else list(config.se)})
 
 
+def floor_corner(config: SpaceSpec) -> SpaceSpec:
+    """The space's floor: the narrowest width of every stage and stem, its smallest kernel and
+    expand ratio, the fewest blocks, the most pruning, no squeeze-excite where the space allows
+    it; activations and bit widths as they are. The cheapest networks a search can reach, where
+    the per-call overhead is most of their time and fronts end."""
+    stages = [st.model_copy(update={"widths": [min(st.widths)], "depths": [min(st.depths)]}) for st in config.stages]
+    return config.model_copy(update={
+        "stem_widths": [min(config.stem_widths)], "stages": stages, "kernels": [min(config.kernels)],
+        "expand_ratios": [min(config.expand_ratios)], "prune_ratios": [max(config.prune_ratios)],
+        "se": [False] if False in config.se else list(config.se)})
+
+
 def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int, n: int, seed: int,
                  spread: bool = False) -> list[NetworkPlan]:
     """``n`` random candidates of the space (Optuna's random sampler, seeded), laid out.
 
-    ``spread``: 40% of them uniform, 40% picked evenly across the range of multiply-adds of
-    ``SPREAD_POOL`` times as many (the cheapest and the costliest included), and 20% uniform in
-    the space's :func:`cheap_corner`. Uniform samples cluster in the middle of the space, but a
-    search's front lives at its cheap end: fitted on uniform samples only, the quickstart front's
-    small fp32 networks came out 7-10% slower than predicted; fitted on spread samples only,
+    ``spread``: 40% of them uniform, 30% picked evenly across the range of multiply-adds of
+    ``SPREAD_POOL`` times as many (the cheapest and the costliest included), 20% uniform in the
+    space's :func:`cheap_corner` and 10% in its :func:`floor_corner`. Uniform samples cluster in
+    the middle of the space, but a search's front lives at its cheap end: fitted on uniform
+    samples only, the quickstart front's small fp32 networks came out 7-10% slower than
+    predicted; fitted on spread samples only,
     random networks were predicted worse (92-94% within 10% instead of 98%). And the cheapest of
     800 random networks is still far from the corner where fronts end up (small, shallow, no
     squeeze-excite): on the AMD EPYC host the quickstart's smallest fp32 calibration network
     took 13.7 us, and the fp32 files exported from its front, 9-11 us, came out 11-52% slower
-    than predicted, extrapolated.
+    than predicted, extrapolated. On the Intel Xeon host, with the cheap corner's 20%, the
+    cheapest calibration network of the quickstart took 19 us and the front's fp32 networks
+    16-17 us, predicted 18-26% too fast: the floor's networks bracket them.
     """
     import optuna
 
@@ -222,11 +237,12 @@ def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_class
 
     if not spread or n < 5:
         return draw(config, n, seed)
-    n_uniform = n_spread = 2 * n // 5
+    n_uniform, n_spread, n_floor = 2 * n // 5, max(2, 3 * n // 10), max(1, n // 10)
     pool = draw(config, n_uniform + n_spread * SPREAD_POOL, seed)
     uniform, rest = pool[:n_uniform], sorted(pool[n_uniform:], key=network_macs)
     picked = [rest[round(i * (len(rest) - 1) / (n_spread - 1))] for i in range(n_spread)]
-    return uniform + picked + draw(cheap_corner(config), n - n_uniform - n_spread, seed + 7919)
+    cheap = draw(cheap_corner(config), n - n_uniform - n_spread - n_floor, seed + 7919)
+    return uniform + picked + cheap + draw(floor_corner(config), n_floor, seed + 104729)
 
 
 RIDGES = (1e-3, 1e-2, 1e-1, 1.0)  # regularisation towards the plain sum, per sample, on standardised features

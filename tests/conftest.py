@@ -9,6 +9,22 @@ from pathlib import Path
 
 import pytest
 
+# One torch (OpenMP) thread per test process, and in every process the tests start: two xdist
+# workers, each training with torch's default of one thread per core, oversubscribed the 2 cores
+# (on the Intel Xeon host the suite took 15 min and 19 min of CPU; with one thread, 10 min and 12).
+# A test that asks for threads sets them itself.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that hold Ray's lock (``ray_exclusive``) first, the rest in their order: xdist's
+    load scheduling hands each worker a run of consecutive tests to begin with, so they all go to
+    one worker and the other never waits for the lock (in collection order, one worker waited 100 s
+    for it). The order is the same in every worker, as xdist requires."""
+    ray = [i for i in items if "ray_exclusive" in getattr(i, "fixturenames", ())]
+    items[:] = ray + [i for i in items if i not in ray]
+
+
 TINY_SPACE = {
     "stem_widths": [8],
     "stages": [{"widths": [8, 12], "depths": [1]}, {"widths": [16], "depths": [1, 2]}],

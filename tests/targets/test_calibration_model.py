@@ -121,3 +121,23 @@ def test_a_check_on_a_busy_or_changed_host_says_so():
     busy = check_warnings({**quiet, "busy": 1.92, "host": {"busy_batches": 3}})
     assert any("busy during the check" in w and "1.92x" in w for w in busy) and any("3 batch" in w for w in busy)
     assert "1.54x as slow" in check_warnings({**quiet, "host_drift": 1.54})[0]
+
+
+def test_calibration_networks_reach_the_floor_of_the_space():
+    """A search's front ends at the space's floor (narrowest, shallowest, most pruned, no
+    squeeze-excite): the calibration networks include networks there, so the front's cheapest
+    networks are interpolated, not extrapolated."""
+    from hwsearch.spaces import SpaceSpec
+    from hwsearch.targets._profiling import floor_corner, sample_plans
+
+    config = SpaceSpec(**TINY_SPACE)
+    floor = floor_corner(config)
+    assert floor.stem_widths == [8] and [s.widths for s in floor.stages] == [[8], [16]]
+    assert [s.depths for s in floor.stages] == [[1], [1]] and floor.se == [False]
+    assert floor.prune_ratios == [0.5] and floor.expand_ratios == [1]
+    plans = sample_plans(config, (1, 8, 8), 10, 20, seed=3, spread=True)
+    assert len(plans) == 20
+    others = sample_plans(config, (1, 8, 8), 10, 200, seed=4)
+    assert min(p.macs for p in plans) <= min(p.macs for p in others)
+    assert plans[-1].macs == min(p.macs for p in plans)
+    assert len(sample_plans(config, (1, 8, 8), 10, 5, seed=3, spread=True)) == 5
