@@ -74,8 +74,7 @@ def stamp_of(source: str):
     """The cache key of the run's current contents: its file's modification time and size; for a
     database server, the current period of ``SERVER_REFRESH_S`` seconds."""
     run_dir, storage, _ = parse_source(source)
-    if storage is None and (found := run_storage(Path(run_dir))):
-        storage = found[0]  # a run directory whose study is in the database its spec names
+    storage = run_storage(Path(run_dir), storage)[0]  # or the database the run's spec names
     finals = max((p.stat().st_mtime_ns for p in Path(run_dir).glob(f"{FINAL_DIR}/trial_*/record.json")), default=0)
     if storage and not storage.startswith("sqlite:///"):
         return int(time.time() // SERVER_REFRESH_S), finals

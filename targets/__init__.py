@@ -62,8 +62,7 @@ __getattr__ = lazy_exports(__name__, {
                      "random_network_weights", "random_weights"),
     "._profile_targets": ("LocalCpuTarget", "ProfileTarget", "host_name"),
     "._profiling": ("check_latency", "describe_check", "measure_network", "parallel_warning", "profile_space",
-                    "sample_plans",
-                    "space_fingerprint"),
+                    "sample_plans", "space_fingerprint"),
 })
 
 __all__ = [

@@ -182,16 +182,21 @@ def _cheaper_half(values: Sequence[int]) -> list[int]:
     return ranked[:max(1, (len(ranked) + 1) // 2)]
 
 
+def _corner(config: SpaceSpec, pick: Callable[[Sequence[int]], list[int]], **also: list[float]) -> SpaceSpec:
+    """The part of the space ``pick`` keeps of every width, kernel and expand ratio, with the
+    fewest blocks and no squeeze-excite where the space allows it (and the fields in ``also``)."""
+    stages = [st.model_copy(update={"widths": pick(st.widths), "depths": [min(st.depths)]}) for st in config.stages]
+    return config.model_copy(update={
+        "stem_widths": pick(config.stem_widths), "stages": stages, "kernels": pick(list(config.kernels)),
+        "expand_ratios": pick(list(config.expand_ratios)), "se": [False] if False in config.se else list(config.se),
+        **also})
+
+
 def cheap_corner(config: SpaceSpec) -> SpaceSpec:
     """The space's cheap end: the cheaper half of every width, kernel and expand ratio, the
     fewest blocks, no squeeze-excite where the space allows it; activations, pruning and bit
     widths as they are. Its networks are networks of ``config``."""
-    stages = [st.model_copy(update={"widths": _cheaper_half(st.widths), "depths": [min(st.depths)]})
-              for st in config.stages]
-    return config.model_copy(update={
-        "stem_widths": _cheaper_half(config.stem_widths), "stages": stages,
-        "kernels": _cheaper_half(list(config.kernels)), "expand_ratios": _cheaper_half(list(config.expand_ratios)),
-        "se": [False] if False in config.se else list(config.se)})
+    return _corner(config, _cheaper_half)
 
 
 def floor_corner(config: SpaceSpec) -> SpaceSpec:
@@ -199,11 +204,7 @@ def floor_corner(config: SpaceSpec) -> SpaceSpec:
     expand ratio, the fewest blocks, the most pruning, no squeeze-excite where the space allows
     it; activations and bit widths as they are. The cheapest networks a search can reach, where
     the per-call overhead is most of their time and fronts end."""
-    stages = [st.model_copy(update={"widths": [min(st.widths)], "depths": [min(st.depths)]}) for st in config.stages]
-    return config.model_copy(update={
-        "stem_widths": [min(config.stem_widths)], "stages": stages, "kernels": [min(config.kernels)],
-        "expand_ratios": [min(config.expand_ratios)], "prune_ratios": [max(config.prune_ratios)],
-        "se": [False] if False in config.se else list(config.se)})
+    return _corner(config, lambda values: [min(values)], prune_ratios=[max(config.prune_ratios)])
 
 
 def sample_plans(config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int, n: int, seed: int,

@@ -71,8 +71,7 @@ def storage_stamp(run_dir: str | Path, storage: str | None = None) -> tuple[int,
     """When the run's study last changed, to key caches on: the modification time (ns) and size
     of its journal file, or of an SQLite database (``storage``, else the one the run's spec
     names). None where there is no file to look at: a database server, or a run with no study yet."""
-    if storage is None and (found := run_storage(Path(run_dir))):
-        storage = found[0]
+    storage = run_storage(Path(run_dir), storage)[0]
     if storage:
         if not storage.startswith("sqlite:///"):
             return None
@@ -91,8 +90,7 @@ def study_names(run_dir: str | Path, storage: str | None = None) -> list[str]:
     its spec names)."""
     import optuna
 
-    if storage is None and (found := run_storage(Path(run_dir))):
-        storage = found[0]
+    storage = run_storage(Path(run_dir), storage)[0]
     return optuna.get_all_study_names(storage_for(Path(run_dir), storage))
 
 

@@ -39,7 +39,7 @@ def _storage(args: argparse.Namespace, root: Path) -> None:
     """Save ``--storage`` (checked: the database must answer) as the root's setting."""
     from hwsearch.search.service import write_config
 
-    url = getattr(args, "storage", None)
+    url = args.storage
     if not url:
         return
     import optuna

@@ -68,7 +68,7 @@ def submit(store: JobStore, spec: Spec, data_roots: Sequence[str | Path], trials
         problems.append(f"--trials: at least 1 (given {trials})")
     if problems:
         raise SubmitError(problems)
-    storage = read_config(store.root).get("storage")
+    storage = read_config(store.root)["storage"]
     if not storage:
         return store.add(spec.name, spec.to_yaml(), trials, backend, address)
     suffix = secrets.token_hex(3)

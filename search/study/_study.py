@@ -256,28 +256,27 @@ def _legacy_contract(study: optuna.Study, run_dir: Path) -> dict | None:
     return {k: v for k, v in contract.items() if k not in BEFORE_THE_FIELD or k in written}
 
 
-def run_storage(run_dir: Path) -> tuple[str, str] | None:
-    """The database a run keeps its study in, when not the journal in its directory: the storage
-    URL and study name of the run's ``spec.yaml`` (a spec with ``storage:``, e.g. a service job on
-    a shared PostgreSQL server). None for a journal run, or a folder without a readable spec."""
+def run_storage(run_dir: Path, storage: str | None = None, name: str | None = None) -> tuple[str | None, str | None]:
+    """Where a run's study is: the storage URL and study name given, else, for a run with no
+    journal, those of its ``spec.yaml`` when it names a database (``storage:``, e.g. a service job
+    on a shared PostgreSQL server); a URL of None is the journal in ``run_dir``."""
     from hwsearch.search.spec import SpecError, load_spec
 
     path = run_dir / "spec.yaml"
-    if (run_dir / JOURNAL).exists() or not path.is_file():
-        return None
+    if storage is not None or (run_dir / JOURNAL).exists() or not path.is_file():
+        return storage, name
     try:
         spec = load_spec(path)
     except SpecError:
-        return None
-    return (spec.storage, spec.name) if spec.storage else None
+        return storage, name
+    return (spec.storage, name or spec.name) if spec.storage else (storage, name)
 
 
 def load_study(run_dir: Path, storage: str | None = None, name: str | None = None) -> optuna.Study:
     """Open an existing run's study for reading (a damaged journal raises :class:`CorruptJournal`):
     the one in ``storage`` if given, else the run's journal, else the database its spec names."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage is None and (found := run_storage(run_dir)):
-        storage, name = found[0], name or found[1]
+    storage, name = run_storage(run_dir, storage, name)
     store = storage_for(run_dir, storage) if storage or (run_dir / JOURNAL).exists() else None
     if store is None:
         raise FileNotFoundError(f"{run_dir}: no study here (expected {JOURNAL})")
