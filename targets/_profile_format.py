@@ -341,10 +341,8 @@ class Profile(_Model):
 
     def rescale(self, factor: float) -> None:
         """Multiply every time in the profile by ``factor`` (a new estimate of its scale)."""
-        for e in (*self.entries.values(), *self.adapters.values()):
+        for e in (*self.entries.values(), *self.adapters.values(), self.overhead_ms):
             e.mean_ms, e.std_ms = e.mean_ms * factor, e.std_ms * factor
-        self.overhead_ms.mean_ms *= factor
-        self.overhead_ms.std_ms *= factor
         cal = self.calibration
         for sample in cal.samples:
             sample.measured_ms *= factor

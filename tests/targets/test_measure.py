@@ -74,12 +74,14 @@ def test_rescaling_a_profile_scales_every_price_alike():
         p.add(block_key(layer), Entry(mean_ms=0.003, std_ms=0.0001, count=10))
     p.calibration.coef.update({"fp32_kelems": 0.0001, "int8_layers": 0.001})
     p.calibration.offset_ms = 0.002
-    p.adapters["adapter|1x8x8|uint8"] = Entry(mean_ms=0.002, std_ms=0.0001, count=10)
+    from hwsearch.targets._profile_format import adapter_key
+
+    p.adapters[adapter_key(SHAPE, "uint8")] = Entry(mean_ms=0.002, std_ms=0.0001, count=10)
     before = ProfileTarget(p).price(plan).latency_ms
     ref = p.reference.ms
     p.rescale(1.5)
     assert ProfileTarget(p).price(plan).latency_ms == pytest.approx(1.5 * before)
-    assert p.adapters["adapter|1x8x8|uint8"].mean_ms == pytest.approx(0.003)  # a file's adapter: on the same scale
+    assert p.adapters[adapter_key(SHAPE, "uint8")].mean_ms == pytest.approx(0.003)  # adapters: same scale
     assert p.reference.ms == pytest.approx(1.5 * ref)
 
 
