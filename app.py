@@ -37,7 +37,7 @@ import streamlit as st
 from hwsearch.search.outputs import Repricing, RunResults, non_dominated, run_storage, storage_stamp, study_names
 from hwsearch.search.study import FINAL_DIR, CorruptJournal
 from hwsearch.spaces import BlockPlan, Candidate, HeadPlan, Layer, NetworkPlan, StemPlan
-from hwsearch.targets import COST_METRICS, get_target, target_names
+from hwsearch.targets import COST_METRICS, get_target, is_estimate, target_names
 
 RUNS_ENV = "HWSEARCH_APP_RUNS"
 PAGES = ("Overview", "Pareto explorer", "Candidate", "Compare")
@@ -141,7 +141,22 @@ def cost_on(source: str, stamp, candidate: str, device: str):
 def devices() -> dict[str, bool]:
     """The registered targets and whether each was measured (else estimated). ``local-cpu`` is
     measured by definition, and is not instantiated here (it may measure on creation)."""
-    return {name: name == "local-cpu" or get_target(name).measured for name in target_names()}
+    return {name: not is_estimate(name) for name in target_names()}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def estimated(device: str) -> bool | None:
+    """Whether ``device``'s latencies are estimates: its profile's ``measured: false`` decides,
+    registered or given by path (None: the file cannot be read here)."""
+    try:
+        return is_estimate(device)
+    except (KeyError, OSError, ValueError):
+        return None
+
+
+def latency_estimated(device: str | None, res: RunResults) -> bool:
+    """Whether the latencies shown are estimates: on ``device``, or on the run's own target (None)."""
+    return bool(estimated(device) if device is not None else res.target_estimated)
 
 
 @st.cache_resource(show_spinner=False)
@@ -235,24 +250,25 @@ def natural(label: str) -> tuple:
 
 
 def device_words(device: str | None, res: RunResults) -> str:
+    kind = "ESTIMATED from spec sheets, not measured" if latency_estimated(device, res) else "measured"
     if device is None:
-        return f"{res.target}, as searched"
-    kind = "measured" if devices().get(device, True) else "ESTIMATED from spec sheets, not measured"
+        return f"{res.target} ({kind}), as searched"
     return f"{device} ({kind}), re-priced without retraining"
 
 
-def axis_title(metric: str, device: str | None) -> str:
-    """A metric's name; latency's says on which other device it was re-priced, and whether that is an
+def axis_title(metric: str, device: str | None, estimate: bool) -> str:
+    """A metric's name; latency's says on which other device it was re-priced, and whether it is an
     estimate (accuracy, size and peak memory do not depend on the device)."""
-    if metric != "latency_ms" or device is None:
+    if metric != "latency_ms":
         return METRICS[metric]
-    return f"{METRICS[metric]} on {device}" + ("" if devices().get(device, True) else ", estimate")
+    return METRICS[metric] + (f" on {device}" if device is not None else "") + (", estimate" if estimate else "")
 
 
 # ---------------------------------------------------------------- charts
 
 def pareto_figure(df: pd.DataFrame, x: str, y: str, colour: str | None, marker: str | None,
-                  budget: dict[str, float], selected: int | None, device: str | None) -> go.Figure:
+                  budget: dict[str, float], selected: int | None, device: str | None,
+                  estimate: bool = False) -> go.Figure:
     """The trials on two axes: the feasible front coloured and marked by the chosen labels, the
     rest greyed by state, budget lines, and a ring around the selected candidate. Every point's
     customdata is its trial number."""
@@ -290,7 +306,8 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, colour: str | None, marker: 
         elif metric == y:
             fig.add_hline(y=limit, **line)
     fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      xaxis_title=axis_title(x, device), yaxis_title=axis_title(y, device), clickmode="event+select")
+                      xaxis_title=axis_title(x, device, estimate), yaxis_title=axis_title(y, device, estimate),
+                      clickmode="event+select")
     for metric, axis in ((x, fig.layout.xaxis), (y, fig.layout.yaxis)):
         if metric == "accuracy":
             axis.tickformat = ".1%"
@@ -393,7 +410,7 @@ def candidate_detail(res: RunResults, source: str, stamp, number: int, device: s
             return
         st.code(r.candidate, language=None)
         metrics = {m: (row[m] if row is not None else getattr(r, m)) for m in METRICS}
-        estimate = device is not None and not devices().get(device, True)
+        estimate = latency_estimated(device, res)
         for col, m in zip(st.columns(4), METRICS):
             col.metric(SHORT[m] + (" (estimate)" if estimate and m == "latency_ms" else ""), fmt(m, metrics[m]))
         budget = res.budget
@@ -574,7 +591,8 @@ def explorer(res: RunResults, source: str, stamp, df: pd.DataFrame, device: str 
     marker = GROUPINGS[c4.selectbox("marker by", list(GROUPINGS), key="marker_by")]
     front = df[df.front].sort_values(["accuracy", "latency_ms"], ascending=[False, True])
     numbers = [int(n) for n in front.number]
-    fig = pareto_figure(df, x, y, colour, marker, res.budget, st.session_state.trial, device)
+    fig = pareto_figure(df, x, y, colour, marker, res.budget, st.session_state.trial, device,
+                        latency_estimated(device, res))
     st.plotly_chart(fig, key="chart", on_select=partial(pick_from_chart, "chart", "front_table", numbers),
                     selection_mode="points")
     hidden = len(df) - len(df.dropna(subset=[x, y]))
@@ -980,9 +998,13 @@ def pick_device(res: RunResults) -> str | None:
         st.session_state.device = own
     device = st.sidebar.selectbox(
         "device", options, key="device",
-        format_func=lambda n: f"{n} (as searched)" if n == own else n + ("" if flags[n] else " (estimate)"),
+        format_func=lambda n: (f"{n} (as searched" + (", estimate)" if res.target_estimated else ")") if n == own
+                               else n + ("" if flags[n] else " (estimate)")),
         help="Re-price every trained candidate on another device's profile, without retraining.")
     if device == own:
+        if res.target_estimated:
+            st.sidebar.caption(f"{own}'s profile is ESTIMATED (it says `measured: false`), not measured: profile the "
+                               "real device for latencies you can trust.")
         return None
     if device == "local-cpu":
         st.sidebar.caption("local-cpu measures each layer it has not met yet on this host: the first re-pricing "

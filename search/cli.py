@@ -118,7 +118,10 @@ def cmd_pareto(args) -> int:
             f"{len(rows)} Pareto-optimal trained candidates, {sum(r.state != 'infeasible' for r in rows)} within budget"
         )
     else:
-        print(f"on {original}: {len(rows)} feasible Pareto-optimal")
+        estimated = res.target_estimated
+        kind = "" if estimated is None else (" (ESTIMATED from spec sheets, not measured)" if estimated
+                                             else " (measured)")
+        print(f"on {original}{kind}: {len(rows)} feasible Pareto-optimal")
     if res.budget:
         print("budget: " + ", ".join(f"{k} <= {v:g}" for k, v in res.budget.items()))
     print(f"{'trial':>5}  {'accuracy':>8}  {'latency_ms':>10}  {'size_kb':>8}  {'peak_kb':>8}  "

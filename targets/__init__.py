@@ -29,7 +29,15 @@ from hwsearch.targets._profile_format import (
     UnpriceableError,
     layer_key,
 )
-from hwsearch.targets._registry import SHIPPED, get_target, is_target, list_targets, register_target, target_names
+from hwsearch.targets._registry import (
+    SHIPPED,
+    get_target,
+    is_estimate,
+    is_target,
+    list_targets,
+    register_target,
+    target_names,
+)
 from hwsearch.targets._target import Target
 
 if TYPE_CHECKING:
@@ -89,6 +97,7 @@ __all__ = [
     "get_target",
     "host_name",
     "identity_model",
+    "is_estimate",
     "input_adapter_model",
     "is_target",
     "layer_key",

@@ -44,6 +44,14 @@ def is_target(name_or_path: str) -> bool:
     return name_or_path in _REGISTRY or (name_or_path.endswith(".json") and Path(name_or_path).is_file())
 
 
+def is_estimate(name_or_path: str) -> bool:
+    """True when a target's latencies are estimates, not measurements. The profile's own
+    ``measured: false`` decides, however the target is named or passed (a registered name or the
+    path of a file); ``local-cpu`` measures by definition and is not made here (it may measure on
+    creation). Raises as :func:`get_target` does for an unknown name or a missing file."""
+    return name_or_path != "local-cpu" and not get_target(name_or_path).measured
+
+
 def get_target(name_or_path: str) -> Target:
     """The target registered under a name, or the profile at a path (``.json``). One instance per
     name in a process, so measurements made on first use are shared."""

@@ -196,6 +196,19 @@ class RunResults:
         """The target the run priced its candidates on."""
         return self.study.user_attrs.get("target")
 
+    @property
+    def target_estimated(self) -> bool | None:
+        """Whether the run's own target is an estimate (its profile's ``measured: false``, named or
+        given by path); None when the target cannot be read here (a file moved or deleted)."""
+        from hwsearch.targets import is_estimate
+
+        if self.target is None:
+            return None
+        try:
+            return is_estimate(self.target)
+        except (KeyError, OSError, ValueError):
+            return None
+
     def detail(self, number: int) -> TrialDetail:
         """What the search recorded about trial ``number`` (KeyError if the run has no such trial)."""
         trials = self.study.get_trials(deepcopy=False)

@@ -361,3 +361,25 @@ def test_a_lookup_index_build_cut_short_leaves_no_half_index(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         target.price(plan)
     assert target.price(plan).latency_ms == whole
+
+
+def test_an_estimate_is_labelled_by_its_file_however_it_is_passed(tmp_path):
+    """``measured: false`` labels a target an estimate whether it is named or given by path: in
+    ``is_estimate``, in a run searched on it (``RunResults.target_estimated``) and in ``pareto``."""
+    import hwsearch.search.engine._runner as runner
+    from hwsearch.search.outputs._results import RunResults
+    from hwsearch.search.spec import parse_spec
+    from hwsearch.targets import is_estimate
+
+    pi = estimate_profile(DEVICES[0], reachable_layers(SpaceSpec.model_validate(TINY_SPACE), SHAPE, 10))
+    path = tmp_path / "my-board.json"  # a name no registered target has
+    pi.save(path)
+    assert is_estimate(str(path)) and is_estimate("rpi4-a72")
+    assert not is_estimate("local-cpu") and not is_estimate("x86-epyc-1t")
+    spec = parse_spec(tiny_spec(target=str(path), search={"trials": 2}))
+    runner.run_search(spec, tmp_path / "run", progress=False, log=lambda m: None)
+    assert RunResults(tmp_path / "run").target_estimated is True
+    r = subprocess.run(hwsearch_cmd() + ["pareto", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"on {path} (ESTIMATED from spec sheets, not measured)" in r.stdout
