@@ -144,19 +144,10 @@ def devices() -> dict[str, bool]:
     return {name: not is_estimate(name) for name in target_names()}
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def estimated(device: str) -> bool | None:
-    """Whether ``device``'s latencies are estimates: its profile's ``measured: false`` decides,
-    registered or given by path (None: the file cannot be read here)."""
-    try:
-        return is_estimate(device)
-    except (KeyError, OSError, ValueError):
-        return None
-
-
 def latency_estimated(device: str | None, res: RunResults) -> bool:
-    """Whether the latencies shown are estimates: on ``device``, or on the run's own target (None)."""
-    return bool(estimated(device) if device is not None else res.target_estimated)
+    """Whether the latencies shown are estimates: on ``device`` (a registered target, see
+    :func:`pick_device`), or on the run's own target (None), named or a file given by path."""
+    return not devices()[device] if device is not None else bool(res.target_estimated)
 
 
 @st.cache_resource(show_spinner=False)
@@ -268,7 +259,7 @@ def axis_title(metric: str, device: str | None, estimate: bool) -> str:
 
 def pareto_figure(df: pd.DataFrame, x: str, y: str, colour: str | None, marker: str | None,
                   budget: dict[str, float], selected: int | None, device: str | None,
-                  estimate: bool = False) -> go.Figure:
+                  estimate: bool) -> go.Figure:
     """The trials on two axes: the feasible front coloured and marked by the chosen labels, the
     rest greyed by state, budget lines, and a ring around the selected candidate. Every point's
     customdata is its trial number."""
