@@ -348,10 +348,28 @@ def cmd_export(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from hwsearch.targets import estimate_profiles, shipped_layers
+    from hwsearch.targets import estimate_profiles
 
-    extra = [_space_and_input(args)] if args.spec or args.input or args.classes else []
-    estimate_profiles(Path(args.out), shipped_layers(extra))
+    estimate_profiles(Path(args.out))
+    return 0
+
+
+def cmd_extend(args) -> int:
+    from hwsearch.targets import Profile, fit_extension
+
+    src = Path(args.profile)
+    profile = Profile.load(src)
+    if profile.roofline is not None:
+        return _fail(f"{src} is an estimate: its roofline prices every layer already")
+    try:
+        profile.extension = fit_extension(profile.entries)
+    except ValueError as e:
+        return _fail(f"{src}: {e}")
+    out = Path(args.out) if args.out else src
+    profile.save(out)
+    ext = profile.extension
+    print(f"wrote {out}: {len(profile.entries)} entries; {ext.describe()}; "
+          f"{ext.within_25pct:.0%} of those within 25%, mean error {ext.mape:.0%}")
     return 0
 
 
@@ -426,11 +444,14 @@ def cmd_targets(args) -> int:
         c = p.checks[-1] if p.checks else None
         check = (f"{'passed' if c.passed else 'FAILED'} {c.within_10pct:.0%} <=10%, tau {c.kendall_tau:.2f}"
                  if c else "none")
-        print(f"{name:<20} {how:<10} {p.device.kind:<5} {len(p.entries):>7} {cal:>14}  {check:<26}  {t.description}")
+        layers = "any" if p.roofline else str(len(p.entries))
+        print(f"{name:<20} {how:<10} {p.device.kind:<5} {layers:>7} {cal:>14}  {check:<26}  {t.description}")
         if warning := parallel_warning(p):
-            notes.append(f"{name}: {warning}")
+            notes.append(f"warning: {name}: {warning}")
+        if p.extension:
+            notes.append(f"{name}: {p.extension.describe()}")
     for note in notes:
-        print(f"\nwarning: {note}")
+        print(f"\n{note}")
     print("\nEstimated profiles are derived from public spec-sheet figures (listed in each file), not measured:\n"
           "profile the real device with 'hwsearch profile' for latencies you can trust.")
     return 0
@@ -536,11 +557,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_targets)
 
     es = sub.add_parser("estimate", help=(
-        "write roofline-estimated profiles of the devices hwsearch knows (a Raspberry Pi 4, a phone core, a "
-        "Jetson, a microcontroller) covering the default space at 3x32x32 and, with --spec, a spec's space"))
+        "write the roofline-estimated profiles of the devices hwsearch knows (a Raspberry Pi 4, a phone core, a "
+        "Jetson, a microcontroller): their figures and sources, which price any layer, input and class count"))
     es.add_argument("--out", required=True, help="folder to write DEVICE.json files into")
-    space_args(es)
     es.set_defaults(fn=cmd_estimate)
+
+    ex = sub.add_parser("extend", help=(
+        "fit a model on a measured profile's entries that prices the layers it lacks (other input sizes, spaces), "
+        "with its error measured on held-out entries; written into the profile"))
+    ex.add_argument("profile", help="a measured profile .json")
+    ex.add_argument("--out", help="write the extended profile here instead of in place")
+    ex.set_defaults(fn=cmd_extend)
     from hwsearch.search.service._commands import add_commands
 
     add_commands(sub)

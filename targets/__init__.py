@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from hwsearch._lazy import lazy_exports
 from hwsearch.targets._cost import COST_METRICS, Cost, Latency, network_macs, peak_memory_kb, precision_of, size_kb
 from hwsearch.targets._errors import TargetError
+from hwsearch.targets._extend import Extension, fit_extension
 from hwsearch.targets._profile_format import (
     Calibration,
     Entry,
@@ -41,7 +42,7 @@ from hwsearch.targets._registry import (
 from hwsearch.targets._target import Target
 
 if TYPE_CHECKING:
-    from hwsearch.targets._estimate import DEVICES, estimate_profile, estimate_profiles, shipped_layers
+    from hwsearch.targets._estimate import DEVICES, estimate_profile, estimate_profiles
     from hwsearch.targets._meter import HostTooNoisy, Meter, random_feed, reference_model, session, time_session
     from hwsearch.targets._onnx_graph import (
         identity_model,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     )
 
 __getattr__ = lazy_exports(__name__, {
-    "._estimate": ("DEVICES", "estimate_profile", "estimate_profiles", "shipped_layers"),
+    "._estimate": ("DEVICES", "estimate_profile", "estimate_profiles"),
     "._meter": ("HostTooNoisy", "Meter", "random_feed", "reference_model", "session", "time_session"),
     "._onnx_graph": ("identity_model", "input_adapter_model", "layer_model", "layer_shapes", "network_model",
                      "random_network_weights", "random_weights"),
@@ -92,8 +93,10 @@ __all__ = [
     "UnpriceableError",
     "check_latency",
     "describe_check",
+    "Extension",
     "estimate_profile",
     "estimate_profiles",
+    "fit_extension",
     "get_target",
     "host_name",
     "identity_model",
@@ -118,7 +121,6 @@ __all__ = [
     "register_target",
     "sample_plans",
     "session",
-    "shipped_layers",
     "size_kb",
     "space_fingerprint",
     "target_names",

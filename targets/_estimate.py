@@ -6,39 +6,21 @@ An estimate is a starting point, not a measurement: every file it writes says
 and the app label it as an estimate. Profile the real device with ``hwsearch profile`` to get
 latencies you can trust.
 
-A layer's time is ``max(compute, memory) + ops * op_overhead``: compute is its multiply-adds at
-the device's peak for that precision times an efficiency (dense convolutions reach more of the
-peak than depthwise ones), memory is its weights and activations over the sustained bandwidth.
+An estimated profile holds the device's figures, not a table: :mod:`hwsearch.targets._roofline`
+prices any layer from them on demand (any input size, channels, classes, kernel, precision).
 
-Regenerate the shipped estimates with ``python -m hwsearch.targets._estimate``.
+Regenerate the shipped estimates with ``hwsearch estimate --out targets/profiles``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import singledispatch
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from hwsearch.spaces._plan import BlockPlan, HeadPlan, Layer, StemPlan, reachable_layers
-from hwsearch.targets._cost import layer_size_bits, precision_of
-from hwsearch.targets._profile_format import (
-    BitSupport,
-    Calibration,
-    DeviceFacts,
-    DeviceKind,
-    Entry,
-    Profile,
-    block_key,
-)
-
-if TYPE_CHECKING:
-    from hwsearch.spaces._config import SpaceSpec
-
-# Share of the peak reached, by kind of work (typical of hand-tuned kernels on small tensors).
-EFFICIENCY = {"dense": 0.5, "depthwise": 0.2, "small": 0.1}
+from hwsearch.spaces._plan import Layer
+from hwsearch.targets._profile_format import BitSupport, Calibration, DeviceFacts, DeviceKind, Entry, Profile
+from hwsearch.targets._roofline import EFFICIENCY, RooflineFigures, roofline_ms
 
 
 @dataclass(frozen=True)
@@ -54,6 +36,10 @@ class Roofline:
     inference_overhead_us: float  # fixed cost per inference (runtime call, copies)
     bits: BitSupport
     sources: list[str] = field(default_factory=list)
+
+    @property
+    def figures(self) -> RooflineFigures:
+        return RooflineFigures(gmacs=self.gmacs, bandwidth_gbs=self.bandwidth_gbs, op_overhead_us=self.op_overhead_us)
 
 
 DEVICES = [
@@ -171,97 +157,31 @@ DEVICES = [
 ]
 
 
-@dataclass(frozen=True)
-class Work:
-    """What a layer asks of a device: the operators a runtime launches for it, its multiply-adds
-    by kind of work (dense convolutions, depthwise ones, small operations: squeeze-excite, the
-    classifier), and the activation values its operators pass among themselves, counted once
-    written and once read (those at its boundary follow from ``in_shape`` and ``out_shape``)."""
-
-    ops: int
-    dense_macs: int = 0
-    depthwise_macs: int = 0
-    small_macs: int = 0
-    inner_elems: int = 0
-
-
-@singledispatch
-def layer_work(layer: Layer) -> Work:
-    """A layer's :class:`Work` (one rule per layer kind)."""
-    raise TypeError(f"no roofline rule for a {type(layer).__name__}: register one with layer_work.register")
-
-
-@layer_work.register
-def _stem_work(layer: StemPlan) -> Work:
-    return Work(ops=1, dense_macs=layer.macs)
-
-
-@layer_work.register
-def _block_work(b: BlockPlan) -> Work:
-    (h, w), (ho, wo) = b.hw_in, b.hw_out
-    return Work(ops=2 + b.has_expand + 4 * bool(b.se) + b.residual,
-                dense_macs=b.cmid * b.cout * ho * wo + (b.cin * b.cmid * h * w if b.has_expand else 0),
-                depthwise_macs=b.cmid * b.kernel**2 * ho * wo, small_macs=2 * b.cmid * b.se,
-                inner_elems=b.cmid * (h * w + ho * wo) * 2)
-
-
-@layer_work.register
-def _head_work(layer: HeadPlan) -> Work:
-    return Work(ops=2, small_macs=layer.macs)
-
-
-def _compute_s(wk: Work, dev: Roofline, prec: str) -> float:
-    peak = dev.gmacs[prec] * 1e9
-    return (wk.dense_macs / (peak * EFFICIENCY["dense"]) + wk.depthwise_macs / (peak * EFFICIENCY["depthwise"])
-            + wk.small_macs / (peak * EFFICIENCY["small"]))
-
-
-def _bytes(layer: Layer, wk: Work, prec: str) -> float:
-    act = 1 if prec == "int8" else 4
-    acts = math.prod(layer.in_shape) + math.prod(layer.out_shape) + wk.inner_elems
-    return layer_size_bits(layer) / 8 + acts * act
-
-
 def layer_ms(layer: Layer, dev: Roofline) -> float:
-    """A layer's estimated time alone on ``dev``, in milliseconds (see the module)."""
-    prec, wk = precision_of(layer.w_bits, layer.a_bits), layer_work(layer)
-    seconds = max(_compute_s(wk, dev, prec), _bytes(layer, wk, prec) / (dev.bandwidth_gbs * 1e9))
-    return seconds * 1e3 + wk.ops * dev.op_overhead_us / 1e3
+    """A layer's estimated time alone on ``dev``, in milliseconds (:func:`roofline_ms`)."""
+    return roofline_ms(layer, dev.figures)
 
 
-def estimate_profile(dev: Roofline, layers: Iterable[Layer]) -> Profile:
+def estimate_profile(dev: Roofline) -> Profile:
+    """The estimated profile of ``dev``: its facts, sources and roofline figures, which price any
+    layer on demand (no table of entries)."""
     facts = DeviceFacts(name=dev.name, kind=dev.kind, runtime=dev.runtime, runtime_version="n/a (estimate)",
                         provider=dev.provider, threads=1, host=dev.host, measured_at="n/a (estimate)", measured=False,
                         sources=dev.sources + [
                             f"efficiency (share of peak reached): {EFFICIENCY}; latency = max(compute, memory) "
                             "+ operators x per-operator overhead"])
-    profile = Profile(device=facts, bits=dev.bits, overhead_ms=Entry(mean_ms=dev.inference_overhead_us / 1e3,
-                                                                      std_ms=0.0, count=1),
-                      calibration=Calibration())
-    for layer in layers:
-        profile.add(block_key(layer), Entry(mean_ms=layer_ms(layer, dev), std_ms=0.0, count=1))
-    return profile
+    return Profile(device=facts, bits=dev.bits, overhead_ms=Entry(mean_ms=dev.inference_overhead_us / 1e3,
+                                                                  std_ms=0.0, count=1),
+                   calibration=Calibration(), roofline=dev.figures)
 
 
-def shipped_layers(extra: Sequence[tuple[SpaceSpec, tuple[int, int, int], int]] = ()) -> list[Layer]:
-    """The layers an estimated profile covers: the default space on 3x32x32 inputs (CIFAR-like),
-    10 classes, and each ``(space config, input shape, classes)`` of ``extra``. The shipped
-    profiles add the quickstart's space (1x8x8 digits): ``hwsearch estimate --out
-    targets/profiles --spec examples/quickstart.yaml``."""
-    from hwsearch.spaces._config import SpaceSpec
-
-    spaces = [(SpaceSpec(), (3, 32, 32), 10), *extra]
-    return [layer for cfg, shape, classes in spaces for layer in reachable_layers(cfg, shape, classes)]
-
-
-def estimate_profiles(out: Path, layers: Sequence[Layer], log: Callable[[str], None] = print) -> list[Path]:
-    """Write an estimated profile of ``layers`` for every device of :data:`DEVICES` into ``out``."""
+def estimate_profiles(out: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Write the estimated profile of every device of :data:`DEVICES` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for dev in DEVICES:
-        profile = estimate_profile(dev, layers)
         path = out / f"{dev.name}.json"
-        profile.save(path)
-        log(f"wrote {path}: {len(profile.entries)} entries (estimated)")
+        estimate_profile(dev).save(path)
+        log(f"wrote {path}: roofline of {dev.host} (estimated; prices any layer on demand)")
         written.append(path)
     return written

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from hwsearch.spaces._plan import LAYER_KINDS, BlockPlan, HeadPlan, Layer, StemPlan
 from hwsearch.targets._cost import Latency, precision_of
 from hwsearch.targets._errors import TargetError
+from hwsearch.targets._extend import Anchors, Extension, extend_price
+from hwsearch.targets._roofline import RooflineFigures, roofline_ms
 
 SCHEMA_VERSION: Final = 3
 READABLE_VERSIONS = (2, 3)  # version 2 files (no reference, no self-check) still load
@@ -30,6 +32,9 @@ ALIGN_CAP = 16  # SIMD alignment classes: a channel count's largest power-of-two
 
 class ProfileError(TargetError, ValueError):
     """A profile file that cannot be used; the message names the file and the field."""
+
+
+LOCAL_ADVICE = "profile the space with 'hwsearch profile'"  # how this host fills a missing layer
 
 
 class UnpriceableError(TargetError, LookupError):
@@ -289,6 +294,13 @@ def layer_key(layer: Layer) -> str:
     return str(block_key(layer))
 
 
+# A classifier head's time per extra multiply-add of its linear layer, in ns, where a profile has no
+# two class counts of one head to fit it from: measured on the 2-core Intel Xeon host, heads of
+# 2..1000 classes on 2x2..12x12 maps with 32..160 channels (int8 runs as QDQ: slower per MAC).
+HEAD_NS_PER_MAC = {"fp32": 0.05, "int8": 0.3}
+HEAD_FLOOR = 0.5  # a modelled head keeps at least this share of the measured head it starts from
+
+
 class Profile(_Model):
     schema_version: Literal[2, 3] = SCHEMA_VERSION
     device: DeviceFacts
@@ -300,8 +312,14 @@ class Profile(_Model):
     checks: list[SelfCheck] = Field(default_factory=list, description="self-checks, one per space, newest last")
     adapters: dict[str, Entry] = Field(default_factory=dict, description=(
         "input adapter key (adapter_key) -> its time inside a file: raw pixels to the network's input"))
+    roofline: RooflineFigures | None = Field(default=None, description=(
+        "an estimate's figures: every layer is priced from them on demand (entries are not used)"))
+    extension: Extension | None = Field(default=None, description=(
+        "a model fitted on the entries that prices the layers they lack, with its measured error "
+        "('hwsearch extend')"))
     # (family, alignment class) -> (expanded width, entry) of the measured pruned widths, by width
     _index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]] | None = PrivateAttr(default=None)
+    _anchors: Anchors | None = PrivateAttr(default=None)  # the entries by configuration, for the extension
 
     @model_validator(mode="after")
     def _keys_parse(self) -> Profile:
@@ -351,7 +369,7 @@ class Profile(_Model):
         cal.offset_ms *= factor
         if self.reference:
             self.reference.ms *= factor
-        self._index = None
+        self._index = self._anchors = None
 
     def check_for(self, fingerprint: str) -> SelfCheck | None:
         """The newest self-check of a space (by fingerprint), if any."""
@@ -378,6 +396,7 @@ class Profile(_Model):
         text = str(key)
         replaced = text in self.entries
         self.entries[text] = entry
+        self._anchors = None
         if self._index is not None:
             if replaced:
                 self._index = None  # rare: rebuilt on the next lookup
@@ -396,13 +415,53 @@ class Profile(_Model):
         return index
 
     def lookup(self, layer: Layer) -> Latency:
-        """A layer's latency alone: its entry, or a linear interpolation in the expanded width
-        between the nearest measured widths of the same alignment class, same everything else.
-        Raises :class:`UnpriceableError` naming the key when neither exists."""
+        """A layer's latency alone. An estimate prices it from its roofline. A table gives its
+        entry; else a linear interpolation in the expanded width between the nearest measured
+        widths of the same alignment class, same everything else; else, for a head, the measured
+        head of another class count adjusted (:meth:`_head_for`); else the profile's
+        :attr:`extension`, where it has one. Raises :class:`UnpriceableError` naming the key when
+        none of these prices it."""
+        if self.roofline is not None:
+            return Latency(roofline_ms(layer, self.roofline), 0.0, 1)
         key = block_key(layer)
         entry = self.entries.get(str(key))
         if entry is not None:
             return entry.latency()
+        try:
+            return self._from_table(layer, key)
+        except UnpriceableError:
+            if self.extension is None:
+                raise
+            if self._anchors is None:
+                self._anchors = Anchors([(BlockKey.parse(k), e.mean_ms) for k, e in list(self.entries.items())])
+            ms = extend_price(self.extension, key, self._anchors)
+            if ms is None:
+                raise
+            band = self.extension.band if self._anchors.nearest(key) else self.extension.band_alone
+            return Latency(ms, ms * band, 1)
+
+    def priced_by(self, layer: Layer) -> str:
+        """How :meth:`lookup` prices a layer: ``roofline`` (an estimate), ``entry`` (measured),
+        ``interpolated`` (between measured pruned widths), ``head model`` (a measured head of
+        another class count), ``extension`` (the fitted model) or ``missing`` (it raises)."""
+        if self.roofline is not None:
+            return "roofline"
+        key = block_key(layer)
+        if str(key) in self.entries:
+            return "entry"
+        try:
+            self._from_table(layer, key)
+            return "head model" if key.kind == "head" else "interpolated"
+        except UnpriceableError:
+            try:
+                self.lookup(layer)
+                return "extension"
+            except UnpriceableError:
+                return "missing"
+
+    def _from_table(self, layer: Layer, key: BlockKey) -> Latency:
+        if key.kind == "head":
+            return self._head_for(layer, key)
         if key.kind == "ir" and key.mid > 0:
             points = self._families().get((key.family, key.align), [])
             below = [p for p in points if p[0] < key.mid]
@@ -415,9 +474,45 @@ class Profile(_Model):
             measured = ", ".join(str(m) for m, _ in points) or "none"
             raise UnpriceableError(
                 f"no latency for layer {layer.name} ({key}) on {self.device.name!r}: expanded widths "
-                f"measured in its alignment class: {measured}; profile the space with 'hwsearch profile'")
-        raise UnpriceableError(f"no latency for layer {layer.name} ({key}) on {self.device.name!r}; "
-                               "profile the space with 'hwsearch profile'")
+                f"measured in its alignment class: {measured}; {LOCAL_ADVICE}")
+        raise UnpriceableError(f"no latency for layer {layer.name} ({key}) on {self.device.name!r}; {LOCAL_ADVICE}")
+
+    def _heads(self) -> dict[tuple[int, int, int, str], dict[int, Entry]]:
+        """Measured heads by (input height, width, channels, precision): class count -> entry."""
+        out: dict[tuple[int, int, int, str], dict[int, Entry]] = {}
+        for text, entry in self.entries.items():
+            if text.startswith("head|"):
+                k = BlockKey.parse(text)
+                out.setdefault((k.h, k.w, k.cin, k.precision), {})[k.cout] = entry
+        return out
+
+    def head_ns_per_mac(self, precision: str) -> tuple[float, bool]:
+        """A head's time per multiply-add of its classifier at ``precision``, and whether it was
+        fitted on this profile (the median slope over heads measured at two class counts or more)
+        rather than taken from :data:`HEAD_NS_PER_MAC`."""
+        slopes = []
+        for (_, _, cin, prec), by_classes in self._heads().items():
+            if prec == precision and len(by_classes) > 1:
+                (c0, e0), (c1, e1) = min(by_classes.items()), max(by_classes.items())
+                slopes.append((e1.mean_ms - e0.mean_ms) * 1e6 / (cin * (c1 - c0)))
+        if not slopes:
+            return HEAD_NS_PER_MAC.get(precision, HEAD_NS_PER_MAC["fp32"]), False
+        return max(sorted(slopes)[len(slopes) // 2], 0.0), True
+
+    def _head_for(self, layer: Layer, key: BlockKey) -> Latency:
+        """A head at a class count the profile has not measured: the measured head of the same map,
+        channels and precision nearest in classes, plus (or less) the classifier's multiply-adds
+        in between at :meth:`head_ns_per_mac`. Its spread states the error: the whole modelled part."""
+        by_classes = self._heads().get((key.h, key.w, key.cin, key.precision))
+        if not by_classes:
+            raise UnpriceableError(
+                f"no latency for layer {layer.name} ({key}) on {self.device.name!r}: no head on a {key.h}x{key.w} "
+                f"map of {key.cin} channels at {key.precision} is measured, for any class count; {LOCAL_ADVICE}")
+        near = min(by_classes, key=lambda c: (abs(c - key.cout), c))
+        base = by_classes[near]
+        extra = self.head_ns_per_mac(key.precision)[0] * key.cin * (key.cout - near) / 1e6
+        ms = max(base.mean_ms + extra, HEAD_FLOOR * base.mean_ms)
+        return Latency(ms, base.std_ms + abs(ms - base.mean_ms), base.count)
 
 
 def _index_one(index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]], k: BlockKey, entry: Entry) -> None:

@@ -15,6 +15,7 @@ from hwsearch.targets._cost import Cost, Latency
 from hwsearch.targets._meter import DEFAULT_PROVIDER, host_name
 from hwsearch.targets._profile_format import (
     FEATURE_SET,
+    LOCAL_ADVICE,
     BitSupport,
     BlockKey,
     Calibration,
@@ -68,9 +69,24 @@ class ProfileTarget(Target):
         return self.profile.overhead_ms.latency()
 
     def layer_latency(self, layer: Layer) -> Latency:
-        return self.profile.lookup(layer)
+        try:
+            return self.profile.lookup(layer)
+        except UnpriceableError as e:
+            raise UnpriceableError(str(e).replace(LOCAL_ADVICE, self.missing_advice())) from None
+
+    def missing_advice(self) -> str:
+        """How the layers this profile lacks are filled: on the device it was measured on, or by
+        an extension fitted on its entries ('hwsearch extend')."""
+        d = self.profile.device
+        where = self.path or f"{self.name}.json"
+        return (f"this profile was measured on {d.host}, not priced here: measure the layers it lacks on that "
+                f"device, or model them from its entries, with a measured error: 'hwsearch extend {where}'")
 
     def adapter_latency(self, input_shape: tuple[int, int, int], dtype: str) -> Latency:
+        if self.profile.roofline is not None:
+            from hwsearch.targets._roofline import roofline_adapter_ms
+
+            return Latency(roofline_adapter_ms(input_shape, dtype, self.profile.roofline), 0.0, 1)
         entry = self.profile.adapters.get(adapter_key(input_shape, dtype))
         if entry is None:
             raise UnpriceableError(f"no input adapter for {adapter_key(input_shape, dtype)} on {self.name!r}: "

@@ -479,12 +479,18 @@ def _bits_card(candidate, profile_bits) -> list[dict]:
     return out
 
 
-def _target_card(target) -> dict:
+def _target_card(target, plan) -> dict:
+    """The target, and how its profile priced this plan's layers (measured, modelled: with the band)."""
+    from collections import Counter
+
     profile = target.profile
     card = {"name": target.name, "description": target.description, "measured": target.measured}
     if profile is not None:
         card["device"] = profile.device.model_dump(mode="json")
         card["bits"] = profile.bits.model_dump(mode="json")
+        card["layers_priced_by"] = dict(Counter(profile.priced_by(layer) for layer in plan.layers))
+        if profile.extension is not None and "extension" in card["layers_priced_by"]:
+            card["extension"] = profile.extension.describe()
     return card
 
 
@@ -669,7 +675,7 @@ class _Export:
             "run": str(ctx.run_dir), "trial": self.number,
             "candidate": cand.to_string(), "description": cand.describe().splitlines(),
             "spec": json.loads(json.dumps(ctx.spec.model_dump(mode="json", exclude_none=True))),
-            "target": _target_card(target),
+            "target": _target_card(target, self.plan),
             "bits": _bits_card(cand, target.profile.bits if target.profile else None),
             "input": {"name": "pixels", "layout": "NHWC", "dtype": str(self.pixels_val.dtype),
                       "shape": ["N", *self.pixels_val.shape[1:]], "pixel_max": round(1 / data.scale),

@@ -5,9 +5,9 @@ import pytest
 
 from hwsearch.spaces._plan import LAYER_KINDS
 from hwsearch.targets._cost import layer_peak_bits
-from hwsearch.targets._estimate import layer_work
 from hwsearch.targets._onnx_graph import _kind_int8_io, emit_layer
 from hwsearch.targets._profile_format import KINDS, block_key
+from hwsearch.targets._roofline import layer_work
 
 DISPATCHES = [block_key, layer_peak_bits, layer_work, emit_layer, _kind_int8_io]
 

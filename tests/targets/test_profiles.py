@@ -15,7 +15,7 @@ from hwsearch.spaces import Candidate, SpaceSpec, build_plan
 from hwsearch.spaces._plan import reachable_layers
 from hwsearch.targets import Profile, ProfileError, UnpriceableError
 from hwsearch.targets._cost import precision_of
-from hwsearch.targets._estimate import DEVICES, estimate_profile, shipped_layers
+from hwsearch.targets._estimate import DEVICES, estimate_profile
 from hwsearch.targets._meter import session
 from hwsearch.targets._onnx_graph import layer_model, network_model, random_network_weights, random_weights
 from hwsearch.targets._profile_format import FEATURES, BlockKey, Calibration, Entry, Sample, block_key
@@ -274,12 +274,11 @@ def test_targets_lists_measured_and_estimated_profiles():
 def test_estimated_profiles_say_what_they_rest_on():
     from hwsearch.targets._registry import SHIPPED
 
-    quickstart = (load_spec(REPO / "examples" / "quickstart.yaml").space, (1, 8, 8), 10)
     for dev in DEVICES:
         p = Profile.load(SHIPPED / f"{dev.name}.json")
         assert not p.device.measured and len(p.device.sources) >= 4
-        # the file is what the code derives
-        assert p.entries == estimate_profile(dev, shipped_layers([quickstart])).entries
+        # the file is what the code derives: its figures, no table
+        assert p.model_dump() == estimate_profile(dev).model_dump() and p.roofline and not p.entries
     slow = Profile.load(SHIPPED / "mcu-m7.json")
     fast = Profile.load(SHIPPED / "phone-a78.json")
     plan = build_plan(
@@ -299,7 +298,7 @@ def test_a_finished_run_is_repriced_on_another_target_without_retraining(tmp_pat
     spec = parse_spec(tiny_spec(search={"trials": 5}))
     runner.run_search(spec, tmp_path / "run", progress=False, log=lambda m: None)
     # An estimated profile of the tiny space, as a file given by path.
-    pi = estimate_profile(DEVICES[0], reachable_layers(spec.space, SHAPE, 10))
+    pi = estimate_profile(DEVICES[0])
     pi.save(tmp_path / "pi.json")
     res = RunResults(tmp_path / "run")
     trained = [r for r in res.rows() if r.accuracy is not None and r.state == "complete"]
@@ -313,7 +312,10 @@ def test_a_finished_run_is_repriced_on_another_target_without_retraining(tmp_pat
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "re-priced on rpi4-a72" in r.stdout and "ESTIMATED" in r.stdout and time.perf_counter() - t0 < 30
-    bad = subprocess.run(hwsearch_cmd() + ["pareto", str(tmp_path / "run"), "--target", "mcu-m7"],
+    # a measured table that lacks the space's layers (and has no extension) cannot re-price it
+    Profile(device=pi.device.model_copy(update={"measured": True, "name": "board"}), bits=pi.bits,
+            overhead_ms=pi.overhead_ms).save(tmp_path / "board.json")
+    bad = subprocess.run(hwsearch_cmd() + ["pareto", str(tmp_path / "run"), "--target", str(tmp_path / "board.json")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no latency for layer" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -323,16 +325,13 @@ def test_the_estimate_command_writes_where_it_is_told_and_nowhere_else(tmp_path)
 
     before = {f.name: f.stat().st_mtime_ns for f in SHIPPED.iterdir()}
     cli = hwsearch_cmd()
-    r = subprocess.run([*cli, "estimate", "--out", str(tmp_path / "est"), "--input", "1,8,8", "--classes", "3"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*cli, "estimate", "--out", str(tmp_path / "est")], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     written = sorted(f.name for f in (tmp_path / "est").iterdir())
     assert written == sorted(f"{dev.name}.json" for dev in DEVICES)
-    extra = (SpaceSpec(), (1, 8, 8), 3)
     mcu = next(d for d in DEVICES if d.name == "mcu-m7")
-    assert (
-        Profile.load(tmp_path / "est" / "mcu-m7.json").entries == estimate_profile(mcu, shipped_layers([extra])).entries
-    )
+    assert Profile.load(tmp_path / "est" / "mcu-m7.json").model_dump() == estimate_profile(mcu).model_dump()
     assert {f.name: f.stat().st_mtime_ns for f in SHIPPED.iterdir()} == before  # the package is left alone
     assert "usage" in subprocess.run([*cli, "estimate", "--help"], capture_output=True, text=True).stdout
 
@@ -371,7 +370,7 @@ def test_an_estimate_is_labelled_by_its_file_however_it_is_passed(tmp_path):
     from hwsearch.search.spec import parse_spec
     from hwsearch.targets import is_estimate
 
-    pi = estimate_profile(DEVICES[0], reachable_layers(SpaceSpec.model_validate(TINY_SPACE), SHAPE, 10))
+    pi = estimate_profile(DEVICES[0])
     path = tmp_path / "my-board.json"  # a name no registered target has
     pi.save(path)
     assert is_estimate(str(path)) and is_estimate("rpi4-a72")
