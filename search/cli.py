@@ -225,10 +225,26 @@ def cmd_profile(args) -> int:
     from hwsearch.targets._profile_targets import LocalCpuTarget, new_profile
     from hwsearch.targets._profiling import profile_space
 
+    if args.import_:
+        from hwsearch.targets._bundle import import_timings
+
+        if not args.out:
+            return _fail("--import needs --out: the profile file to write, e.g. --out device.json")
+        import_timings(Path(args.import_), Path(args.out), name=args.name, kind=args.kind)
+        return 0
+    config, shape, classes = _space_and_input(args)
+    if args.bundle:
+        from hwsearch.targets._bundle import write_bundle
+
+        try:
+            write_bundle(Path(args.bundle), config, shape, classes, args.threads, args.provider, args.networks,
+                         args.every_width)
+        except ValueError as e:
+            return _fail(str(e))
+        return 0
     if args.provider not in ort.get_available_providers():
         return _fail(f"--provider {args.provider} is not available in this onnxruntime "
                      f"({ort.__version__}); available: {', '.join(ort.get_available_providers())}")
-    config, shape, classes = _space_and_input(args)
     if args.target == "local-cpu" and not args.out:
         if args.provider != "CPUExecutionProvider":
             return _fail("local-cpu is the CPU provider; name another target to profile a GPU or NPU")
@@ -261,6 +277,28 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _check_timings(target, args) -> int:
+    """latency-check --timings: the bundle's check networks, measured on the device, compared here."""
+    from hwsearch.targets._bundle import check_timings
+
+    report = check_timings(target, Path(args.timings))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{target.name}: {report['n']} check networks of the bundle, predicted here vs measured on "
+          f"{report['host']} ({args.timings})")
+    print(f"  within +-10%:        {report['within_10pct']:.0%}")
+    print(f"  mean abs. error:     {report['mape']:.1%}")
+    print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
+    print(f"  device speed:        {report['host_drift']:.2f}x the profile's time for the reference network "
+          "while the check networks were measured")
+    print("  worst cases:")
+    for w in report["worst"]:
+        print(f"    {w['error']:+7.1%}  predicted {w['predicted_ms']:.4f} ms, measured {w['measured_ms']:.4f} ms  "
+              f"{w['candidate']}")
+    return 0
+
+
 def cmd_latency_check(args) -> int:
     from hwsearch.targets._profiling import check_latency
 
@@ -276,6 +314,8 @@ def cmd_latency_check(args) -> int:
         target = _target_or_fail(args.target)
     if isinstance(target, int):
         return target
+    if args.timings:
+        return _check_timings(target, args)
     config, shape, classes = _space_and_input(args)
     elsewhere = target.runtime().elsewhere()
     if elsewhere:
@@ -493,10 +533,19 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--classes", type=int, help="number of classes (default: the dataset's, else 10)")
         c.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    pr = sub.add_parser("profile", help="measure a device profile of a space with onnxruntime, on this host")
-    pr.add_argument("--target", required=True, help="the device's name (local-cpu: this host's cached profile)")
+    pr = sub.add_parser("profile", help=(
+        "measure a device profile of a space with onnxruntime, on this host; or write a bundle that measures it on "
+        "another device with numpy and onnxruntime only (--bundle), and build the profile from its timings (--import)"))
+    how = pr.add_mutually_exclusive_group(required=True)
+    how.add_argument("--target", help="the device's name (local-cpu: this host's cached profile)")
+    how.add_argument("--bundle", metavar="DIR", help=(
+        "write the space's layers and networks as ONNX files, and measure.py, into DIR: copy DIR to the device and "
+        "run python3 DIR/measure.py there"))
+    how.add_argument("--import", dest="import_", metavar="TIMINGS", help=(
+        "build a profile from a bundle's timings.json measured on the device (next to its manifest.json); with --out"))
     space_args(pr)
     pr.add_argument("--out", help="profile file to write or resume (default: NAME.json; local-cpu: its cache)")
+    pr.add_argument("--name", help="--import: the device's name in the profile (default: the --out file's stem)")
     pr.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     pr.add_argument("--provider", default="CPUExecutionProvider",
                     help="onnxruntime execution provider, e.g. CUDAExecutionProvider on a Jetson")
@@ -512,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--seed", type=int, default=1, help="sampling seed (0 is the calibration's own)")
     lc.add_argument("--threads", type=int, help="local-cpu only: intra-op threads (default 1)")
     lc.add_argument("--json", action="store_true", help="print one JSON object")
+    lc.add_argument("--timings", metavar="TIMINGS", help=(
+        "compare with a device bundle's timings.json (its check networks, measured on the device) instead of "
+        "measuring here"))
     lc.set_defaults(fn=cmd_latency_check)
 
     tr = sub.add_parser("train", help=(
@@ -580,12 +632,16 @@ def main(argv: list[str] | None = None) -> int:
     from hwsearch.search.spec import SpecError
     from hwsearch.targets import TargetError
 
+    def filled(text: str) -> str:  # advice naming "--spec SPEC" names the spec this command was given
+        spec = getattr(args, "spec", None)
+        return text.replace("--spec SPEC", f"--spec {spec}") if spec else text
+
     try:
         return args.fn(args)
     except SpecError as e:
-        return _fail(e.problems)
+        return _fail([filled(str(p)) for p in e.problems])
     except (SearchError, TargetError) as e:
-        return _fail(str(e))
+        return _fail(filled(str(e)))
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue", file=sys.stderr)
         return 130

@@ -157,17 +157,21 @@ class Meter:
 
     ``window_s`` is the length of one burst of a graph; ``rounds`` the rounds every reading gets
     at least; up to ``max_rounds`` while its interval is wider than ``ci`` (relative half-width).
-    ``reference`` is the reference network (default: :func:`reference_for` the thread count).
+    ``reference`` is the reference network (default: :func:`reference_for` the thread count);
+    ``reference_onnx``, its ONNX file's bytes where they are at hand (a device bundle carries it:
+    there is nothing to build it with).
     """
 
     def __init__(self, threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None,
                  rounds: int = 7, max_rounds: int = 25, window_s: float = 0.0015, ci: float = 0.03,
-                 clock: Callable[[], int] = time.perf_counter_ns, reference: RefSpec | None = None) -> None:
+                 clock: Callable[[], int] = time.perf_counter_ns, reference: RefSpec | None = None,
+                 reference_onnx: bytes | None = None) -> None:
         self.threads, self.provider = threads, provider
         self.rounds, self.max_rounds, self.window_s, self.ci = rounds, max_rounds, window_s, ci
         self._clock = clock
         self.reference = reference or reference_for(threads)
-        self._ref = session(reference_model(self.reference).SerializeToString(), threads, provider)
+        ref_bytes = reference_onnx or reference_model(self.reference).SerializeToString()
+        self._ref = session(ref_bytes, threads, provider)
         self._ref_feed = random_feed(self._ref)
         self.ref_bursts: list[float] = []  # every reference burst's median, ms
         self.rejected = 0

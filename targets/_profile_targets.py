@@ -75,12 +75,16 @@ class ProfileTarget(Target):
             raise UnpriceableError(str(e).replace(LOCAL_ADVICE, self.missing_advice())) from None
 
     def missing_advice(self) -> str:
-        """How the layers this profile lacks are filled: on the device it was measured on, or by
-        an extension fitted on its entries ('hwsearch extend')."""
+        """How the layers this profile lacks are filled: measured on the device it was measured on
+        (a bundle: 'hwsearch profile --bundle'), or modelled from its entries ('hwsearch extend')."""
         d = self.profile.device
         where = self.path or f"{self.name}.json"
-        return (f"this profile was measured on {d.host}, not priced here: measure the layers it lacks on that "
-                f"device, or model them from its entries, with a measured error: 'hwsearch extend {where}'")
+        return (f"this profile was measured on {d.host}, not here. Measure the space on that device: "
+                f"'hwsearch profile --bundle {self.name}-bundle --spec SPEC --threads {d.threads} --provider "
+                f"{d.provider}', copy the folder there and run 'python3 {self.name}-bundle/measure.py' (numpy and "
+                f"onnxruntime only), then 'hwsearch profile --import {self.name}-bundle/timings.json "
+                "--out DEVICE.json'; "
+                f"or model the layers it lacks from its entries, with a measured error: 'hwsearch extend {where}'")
 
     def adapter_latency(self, input_shape: tuple[int, int, int], dtype: str) -> Latency:
         if self.profile.roofline is not None:

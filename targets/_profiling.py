@@ -524,6 +524,15 @@ class LatencyCheck(CheckFigures):
     warnings: list[str]  # what makes the figures doubtful (a busy or changed host); empty when nothing
 
 
+def check_figures(predicted: Sequence[float], measured: Sequence[float]) -> CheckFigures:
+    """The share of networks predicted within 10%, the mean absolute error and Kendall's tau."""
+    from scipy.stats import kendalltau
+
+    err = np.abs(np.array(predicted) / np.array(measured) - 1)
+    tau = kendalltau(predicted, measured)[0] if len(predicted) > 1 else 1.0
+    return {"within_10pct": float(np.mean(err <= 0.10)), "mape": float(np.mean(err)), "kendall_tau": float(tau)}
+
+
 def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
                   n: int = 50, seed: int = CHECK_SEED, progress: Progress | None = None) -> LatencyCheck:
     """Predicted vs measured end-to-end latency of ``n`` random networks of the space (not those
@@ -541,8 +550,6 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
     cases (candidate, predicted, measured, error), ``host_drift``, ``busy``, ``host``, ``raw``,
     every network's ``rows`` and ``warnings`` (:func:`check_warnings`).
     """
-    from scipy.stats import kendalltau
-
     if seed == CALIBRATION_SEED:
         raise ValueError(f"seed {seed} samples the calibration's own networks; use another")
     profile, runtime = target.profile, target.runtime()
@@ -563,9 +570,7 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
                              "error": pr / me - 1} for p, pr, me in zip(plans, predicted, measured)]
 
     def figures(meas: list[float]) -> CheckFigures:
-        err = np.abs(np.array(predicted) / np.array(meas) - 1)
-        tau = kendalltau(predicted, meas)[0] if n > 1 else 1.0
-        return {"within_10pct": float(np.mean(err <= 0.10)), "mape": float(np.mean(err)), "kendall_tau": float(tau)}
+        return check_figures(predicted, meas)
 
     worst = sorted(rows, key=lambda r: -abs(r["error"]))[:5]
     host = {k: v for k, v in m.host().items() if k != "bursts"}

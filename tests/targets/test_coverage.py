@@ -10,6 +10,7 @@ import math
 import subprocess
 
 import pytest
+import yaml
 
 from hwsearch.spaces import SpaceSpec
 from hwsearch.spaces._plan import HeadPlan, StemPlan, reachable_layers
@@ -137,3 +138,10 @@ def test_a_measured_profile_of_another_device_names_what_fills_a_missing_layer(t
     with pytest.raises(UnpriceableError, match=r"measured on AMD EPYC.*'hwsearch extend .*epyc\.json'") as e:
         ProfileTarget.load(tmp_path / "epyc.json").layer_latency(stem)
     assert "'hwsearch profile'" not in str(e.value)  # that measures this host, not the EPYC
+    assert "'hwsearch profile --bundle x86-epyc-1t-bundle --spec SPEC --threads 1" in str(e.value)
+    # a command given a spec names it in the advice
+    spec = tmp_path / "pets.yaml"
+    spec.write_text(yaml.safe_dump({"name": "pets", "dataset": {"name": "digits", "limit": 100},
+                                    "target": str(tmp_path / "epyc.json")}))
+    r = subprocess.run([*hwsearch_cmd(), "validate", str(spec)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and f"--bundle x86-epyc-1t-bundle --spec {spec} " in r.stderr, r.stderr

@@ -1,0 +1,146 @@
+"""The device side of a bundle: time its ONNX graphs on the device, with nothing but numpy and
+onnxruntime there. ``hwsearch profile --bundle`` writes this module, with the meter's source
+(:mod:`hwsearch.targets._meter`) in front of it, as the bundle's stand-alone ``measure.py``: the
+device measures exactly as ``hwsearch profile`` does here (against the reference network, in
+interleaved rounds, spikes dropped and measured again).
+
+What it writes is ``timings.json``: every graph's median ratio to the reference network and its
+interval, and per measuring run the reference's quiet-host time. Ratios, not milliseconds: runs
+on different days (a resume after a kill) keep one scale, fixed at home from all the runs' times
+of the reference (``hwsearch profile --import``). The file is rewritten atomically after every
+batch of graphs, so a kill loses one batch at most and the next run resumes after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# --- hwsearch imports (measure.py holds the meter's source above instead) ---
+from hwsearch.targets._meter import Meter, host_name, random_feed, session
+
+# --- end of hwsearch imports ---
+
+Json = dict[str, Any]  # a JSON object
+BUNDLE_BATCH = 24  # graphs measured together, interleaved round by round (as hwsearch profile does)
+TIMINGS = "timings.json"
+
+
+def save_json(path: Path, data: Json) -> None:
+    """Write atomically: a reader (or a resumed run after a kill) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (Python 3.8+ on a device)
+
+
+def _fresh_state(manifest: Json, threads: int, provider: str) -> Json:
+    import onnxruntime as ort
+
+    return {"bundle": manifest["id"], "host": host_name(), "machine": platform.machine(),
+            "python": platform.python_version(), "onnxruntime": ort.__version__, "threads": threads,
+            "provider": provider, "sessions": [], "readings": {}, "complete": False}
+
+
+def _resumable(state: Json, manifest: Json, threads: int, provider: str) -> str | None:
+    """Why ``state`` cannot be resumed here (None: it can)."""
+    import onnxruntime as ort
+
+    if state.get("bundle") != manifest["id"]:
+        return "it belongs to another bundle"
+    here = {"host": host_name(), "onnxruntime": ort.__version__, "threads": threads, "provider": provider}
+    for field, value in here.items():
+        if state.get(field) != value:
+            return f"it was measured with {field} {state.get(field)!r}, this run has {value!r}"
+    return None
+
+
+def measure_bundle(bundle: Path, out: Path | None = None, threads: int | None = None, provider: str | None = None,
+                   log: Callable[[str], None] = print) -> Path:
+    """Measure every graph of the bundle not measured yet into ``out`` (default: the bundle's
+    ``timings.json``), resuming what a previous run left. Returns ``out``."""
+    import onnxruntime as ort
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    out = out or bundle / TIMINGS
+    threads = threads or manifest["threads"]
+    provider = provider or manifest["provider"]
+    if provider not in ort.get_available_providers():
+        raise SystemExit(f"error: provider {provider} is not available in this onnxruntime ({ort.__version__}); "
+                         f"available: {', '.join(ort.get_available_providers())}")
+    state = json.loads(out.read_text()) if out.exists() else None
+    if state is not None and (why := _resumable(state, manifest, threads, provider)):
+        raise SystemExit(f"error: {out} cannot be resumed here: {why}; move it away to measure from the start")
+    state = state or _fresh_state(manifest, threads, provider)
+    graphs = manifest["graphs"]
+    todo = [g for g in graphs if g["id"] not in state["readings"]]
+    log(f"measuring {len(todo)} of {len(graphs)} graphs on {state['host']} (onnxruntime {state['onnxruntime']}, "
+        f"{provider}, {threads} thread(s))" + (f"; {len(graphs) - len(todo)} measured before" if state["readings"]
+                                               else ""))
+    if not todo:
+        state["complete"] = True
+        save_json(out, state)
+        return out
+    m = Meter(threads, provider, reference_onnx=(bundle / manifest["reference"]["file"]).read_bytes())
+    run = {"started": _now(), "reference_quiet_ms": m.reference_here_ms(), "bursts": len(m.ref_bursts),
+           "noise": m.host()["noise"]}
+    state["sessions"].append(run)
+    index = len(state["sessions"]) - 1
+    t0, done = time.monotonic(), 0
+    for i in range(0, len(todo), BUNDLE_BATCH):
+        batch = todo[i:i + BUNDLE_BATCH]
+        sessions = [session((bundle / g["file"]).read_bytes(), threads, provider) for g in batch]
+        feeds = [random_feed(s, g["input_shape"]) for s, g in zip(sessions, batch)]
+        for g, r in zip(batch, m.readings(sessions, feeds)):
+            state["readings"][g["id"]] = {"ratio": r.ratio, "sem": r.sem, "rounds": r.rounds, "rejected": r.rejected,
+                                          "runs": r.runs, "session": index}
+        host = m.host()
+        run.update(reference_quiet_ms=m.reference_here_ms(), bursts=int(host["bursts"]), noise=host["noise"])
+        save_json(out, state)
+        done += len(batch)
+        spent = time.monotonic() - t0
+        left = spent / done * (len(todo) - done)
+        log(f"  [{len(graphs) - len(todo) + done}/{len(graphs)}] {batch[-1]['kind']} graphs; "
+            f"{spent:.0f}s spent, about {left:.0f}s left")
+    state["complete"] = True
+    save_json(out, state)
+    log(f"wrote {out}: every graph measured; bring it home and run: hwsearch profile --import {out} --out DEVICE.json")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(
+        "Measure this bundle's ONNX graphs on this device (needs only numpy and onnxruntime). Resumes where a "
+        "previous run stopped; writes timings.json atomically after every batch."))
+    p.add_argument("--bundle", default=str(Path(sys.argv[0]).resolve().parent),
+                   help="the bundle folder (default: this script's folder)")
+    p.add_argument("--out", help="the timings file (default: BUNDLE/timings.json)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: the bundle's)")
+    p.add_argument("--provider", help="execution provider (default: the bundle's), e.g. CUDAExecutionProvider")
+    args = p.parse_args(argv)
+    measure_bundle(Path(args.bundle), Path(args.out) if args.out else None, args.threads, args.provider,
+                   log=lambda msg: print(msg, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
