@@ -37,7 +37,7 @@ import streamlit as st
 from hwsearch.search.outputs import Repricing, RunResults, non_dominated, run_storage, storage_stamp, study_names
 from hwsearch.search.study import FINAL_DIR, CorruptJournal
 from hwsearch.spaces import BlockPlan, Candidate, HeadPlan, Layer, NetworkPlan, StemPlan
-from hwsearch.targets import COST_METRICS, get_target, is_estimate, target_names
+from hwsearch.targets import COST_METRICS, estimate_band, get_target, is_estimate, target_names
 
 RUNS_ENV = "HWSEARCH_APP_RUNS"
 PAGES = ("Overview", "Pareto explorer", "Candidate", "Compare")
@@ -242,6 +242,9 @@ def natural(label: str) -> tuple:
 
 def device_words(device: str | None, res: RunResults) -> str:
     kind = "ESTIMATED from spec sheets, not measured" if latency_estimated(device, res) else "measured"
+    name = device or res.target
+    band = estimate_band(name) if name and kind != "measured" else None
+    kind += f"; {band}" if band else ""
     if device is None:
         return f"{res.target} ({kind}), as searched"
     return f"{device} ({kind}), re-priced without retraining"

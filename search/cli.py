@@ -111,16 +111,21 @@ def cmd_pareto(args) -> int:
     counts = res.counts()
     print(f"{args.run_dir}: {sum(counts.values())} trials ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})")
     original = res.study.user_attrs.get("target", "?")
+    from hwsearch.targets import estimate_band
+
     if args.target:
         kind = "measured" if target.measured else "ESTIMATED from spec sheets, not measured"
+        if band := estimate_band(args.target):
+            kind += f"; {band}"
         print(
             f"re-priced on {target.name} ({kind}) instead of {original}, without retraining: "
             f"{len(rows)} Pareto-optimal trained candidates, {sum(r.state != 'infeasible' for r in rows)} within budget"
         )
     else:
         estimated = res.target_estimated
-        kind = "" if estimated is None else (" (ESTIMATED from spec sheets, not measured)" if estimated
-                                             else " (measured)")
+        band = estimate_band(original) if estimated else None
+        kind = "" if estimated is None else (" (ESTIMATED from spec sheets, not measured"
+                                             + (f"; {band})" if band else ")") if estimated else " (measured)")
         print(f"on {original}{kind}: {len(rows)} feasible Pareto-optimal")
     if res.budget:
         print("budget: " + ", ".join(f"{k} <= {v:g}" for k, v in res.budget.items()))

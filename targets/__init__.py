@@ -32,6 +32,7 @@ from hwsearch.targets._profile_format import (
 )
 from hwsearch.targets._registry import (
     SHIPPED,
+    estimate_band,
     get_target,
     is_estimate,
     is_target,
@@ -94,6 +95,7 @@ __all__ = [
     "check_latency",
     "describe_check",
     "Extension",
+    "estimate_band",
     "estimate_profile",
     "estimate_profiles",
     "fit_extension",

@@ -23,6 +23,7 @@ from hwsearch.spaces._plan import LAYER_KINDS, BlockPlan, HeadPlan, Layer, StemP
 from hwsearch.targets._cost import Latency, precision_of
 from hwsearch.targets._errors import TargetError
 from hwsearch.targets._extend import Anchors, Extension, extend_price
+from hwsearch.targets._published import Validation
 from hwsearch.targets._roofline import RooflineFigures, roofline_ms
 
 SCHEMA_VERSION: Final = 3
@@ -314,6 +315,8 @@ class Profile(_Model):
         "input adapter key (adapter_key) -> its time inside a file: raw pixels to the network's input"))
     roofline: RooflineFigures | None = Field(default=None, description=(
         "an estimate's figures: every layer is priced from them on demand (entries are not used)"))
+    validation: Validation | None = Field(default=None, description=(
+        "an estimate against published measurements of real networks on that class of device: its expected error"))
     extension: Extension | None = Field(default=None, description=(
         "a model fitted on the entries that prices the layers they lack, with its measured error "
         "('hwsearch extend')"))

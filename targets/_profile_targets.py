@@ -51,6 +51,8 @@ class ProfileTarget(Target):
         self.path = path
         d = profile.device
         kind = "measured" if d.measured else "ESTIMATED from spec sheets"
+        if not d.measured and profile.validation is not None:
+            kind += f" ({profile.validation.band()})"
         self.description = f"{d.host}, {d.kind}, {d.provider}, {d.threads} thread(s), {kind}"
 
     @classmethod

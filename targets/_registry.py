@@ -52,6 +52,16 @@ def is_estimate(name_or_path: str) -> bool:
     return name_or_path != "local-cpu" and not get_target(name_or_path).measured
 
 
+def estimate_band(name_or_path: str) -> str | None:
+    """How far an estimated target's latencies were from published measurements of real networks
+    (e.g. 'estimate, x0.62-0.91 of 9 published measurements (median x0.76)'); None for a measured
+    target or an estimate without a validation."""
+    if not is_estimate(name_or_path):
+        return None
+    profile = get_target(name_or_path).profile
+    return profile.validation.band() if profile is not None and profile.validation is not None else None
+
+
 def get_target(name_or_path: str) -> Target:
     """The target registered under a name, or the profile at a path (``.json``). One instance per
     name in a process, so measurements made on first use are shared."""

@@ -145,3 +145,24 @@ def test_a_measured_profile_of_another_device_names_what_fills_a_missing_layer(t
                                     "target": str(tmp_path / "epyc.json")}))
     r = subprocess.run([*hwsearch_cmd(), "validate", str(spec)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and f"--bundle x86-epyc-1t-bundle --spec {spec} " in r.stderr, r.stderr
+
+
+def test_each_estimate_carries_its_check_against_published_measurements():
+    from hwsearch.targets._published import mobilenet_v1, mobilenet_v2, resnet8
+
+    # the networks are the published ones: their multiply-adds are the papers' (millions)
+    macs = {f.__name__: sum(lay.macs for lay in f(1.0, 224, 1000, "fp32")) / 1e6 for f in (mobilenet_v1, mobilenet_v2)}
+    assert round(macs["mobilenet_v1"]) == 569 and round(macs["mobilenet_v2"]) == 301
+    assert round(sum(lay.macs for lay in resnet8(1.0, 32, 10, "int8")) / 1e6, 1) == 12.5
+    assert round(sum(lay.macs for lay in mobilenet_v1(0.25, 96, 2, "int8")) / 1e6, 1) == 7.5
+    for dev in DEVICES:
+        v = Profile.load(SHIPPED / f"{dev.name}.json").validation
+        assert v is not None and len(v.rows) >= 3
+        for row in v.rows:
+            assert row.source.startswith("https://") and row.quote and row.adjustment
+            assert row.ratio == pytest.approx(row.predicted_ms / row.compared_ms)
+        assert v.low <= v.median <= v.high
+    r = subprocess.run([*hwsearch_cmd(), "targets"], capture_output=True, text=True, timeout=120)
+    lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+    for dev in DEVICES:
+        assert "published measurements (median x" in lines[dev.name]

@@ -381,4 +381,5 @@ def test_an_estimate_is_labelled_by_its_file_however_it_is_passed(tmp_path):
     r = subprocess.run(hwsearch_cmd() + ["pareto", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"on {path} (ESTIMATED from spec sheets, not measured)" in r.stdout
+    assert f"on {path} (ESTIMATED from spec sheets, not measured; estimate, x" in r.stdout
+    assert "published measurements" in r.stdout  # its validation's band
