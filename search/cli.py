@@ -282,19 +282,27 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _print_figures(report, as_json: bool, header: str) -> bool:
+    """Print a latency check's report: one JSON object (True: nothing else to print), or the
+    header and its three figures."""
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return True
+    print(header)
+    print(f"  within +-10%:        {report['within_10pct']:.0%}")
+    print(f"  mean abs. error:     {report['mape']:.1%}")
+    print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
+    return False
+
+
 def _check_timings(target, args) -> int:
     """latency-check --timings: the bundle's check networks, measured on the device, compared here."""
     from hwsearch.targets._bundle import check_timings
 
     report = check_timings(target, Path(args.timings))
-    if args.json:
-        print(json.dumps(report, indent=1))
+    if _print_figures(report, args.json, f"{target.name}: {report['n']} check networks of the bundle, predicted "
+                      f"here vs measured on {report['host']} ({args.timings})"):
         return 0
-    print(f"{target.name}: {report['n']} check networks of the bundle, predicted here vs measured on "
-          f"{report['host']} ({args.timings})")
-    print(f"  within +-10%:        {report['within_10pct']:.0%}")
-    print(f"  mean abs. error:     {report['mape']:.1%}")
-    print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
     print(f"  device speed:        {report['host_drift']:.2f}x the profile's time for the reference network "
           "while the check networks were measured")
     print("  worst cases:")
@@ -329,14 +337,10 @@ def cmd_latency_check(args) -> int:
     bar = None if args.json or args.no_progress else _bar
     target.ensure_calibrated(config, shape, classes, progress=bar)
     report = check_latency(target, config, shape, classes, n=args.n, seed=args.seed, progress=bar)
-    if args.json:
-        print(json.dumps(report, indent=1))
+    if _print_figures(report, args.json, f"{target.name}: {report['n']} random networks of the space "
+                      f"({'x'.join(map(str, shape))} input), predicted vs measured end to end on this host "
+                      f"({report['threads']} thread(s), {report['provider']})"):
         return 0
-    print(f"{target.name}: {report['n']} random networks of the space ({'x'.join(map(str, shape))} input), "
-          f"predicted vs measured end to end on this host ({report['threads']} thread(s), {report['provider']})")
-    print(f"  within +-10%:        {report['within_10pct']:.0%}")
-    print(f"  mean abs. error:     {report['mape']:.1%}")
-    print(f"  Kendall's tau:       {report['kendall_tau']:.3f}")
     raw = report["raw"]
     print(f"  quiet-host speed:    {report['host_drift']:.2f}x the profile's time for the reference network")
     print(f"  busy now:            runs take {report['busy']:.2f}x their quiet time (median / fastest 5% of the "

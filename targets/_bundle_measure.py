@@ -35,18 +35,23 @@ BUNDLE_BATCH = 24  # graphs measured together, interleaved round by round (as hw
 TIMINGS = "timings.json"
 
 
-def save_json(path: Path, data: Json) -> None:
-    """Write atomically: a reader (or a resumed run after a kill) never sees half a file."""
+def write_atomically(path: Path, text: str) -> None:
+    """Write a file atomically: a reader (or a resumed run after a kill) never sees half of it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_json(path: Path, data: Json) -> None:
+    write_atomically(path, json.dumps(data))
 
 
 def _now() -> str:

@@ -10,8 +10,6 @@ between measured ones are interpolated (:meth:`Profile.lookup`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from functools import singledispatch
 from pathlib import Path
@@ -382,18 +380,10 @@ class Profile(_Model):
         """Write atomically (a reader never sees half a file), as the current schema version."""
         self.schema_version = SCHEMA_VERSION
         path = Path(path)
+        from hwsearch.targets._bundle_measure import write_atomically
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(self.model_dump_json(indent=1))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, self.model_dump_json(indent=1))
 
     def add(self, key: BlockKey | str, entry: Entry) -> None:
         text = str(key)

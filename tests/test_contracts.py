@@ -132,16 +132,28 @@ def test_every_target_prices_the_quickstart_space_purely_with_a_breakdown_that_a
 
 
 @pytest.mark.parametrize("name", PRICED_TARGETS)
-def test_a_layer_a_target_has_no_entry_for_is_unpriceable_never_free(name):
+def test_a_layer_a_target_has_no_entry_for_is_modelled_or_unpriceable_never_free(name, tmp_path):
+    from hwsearch.targets import Profile
+    from hwsearch.targets._profile_format import block_key
+
     target = get_target(name)
     # two input channels at 12x12: no shipped space reaches this stem
     plan = build_plan(Candidate.from_string("c8:ir_r1_k3_e1_c8_re_w8a8"), (2, 12, 12), CLASSES)
+    profile = target.profile
+    assert profile is not None and str(block_key(plan.stem)) not in profile.entries
+    # an estimate's roofline, or a measured table's extension, prices it: never for free
+    assert target.layer_latency(plan.stem).mean_ms > 0 and target.price(plan).latency_ms > 0
+    # the same table without what models it refuses, naming the layer
+    bare = Profile(device=profile.device.model_copy(update={"measured": True}), bits=profile.bits,
+                   overhead_ms=profile.overhead_ms, entries=profile.entries)
+    bare.save(tmp_path / "bare.json")
+    table = get_target(str(tmp_path / "bare.json"))
     with pytest.raises(UnpriceableError, match="stem"):
-        target.layer_latency(plan.stem)
+        table.layer_latency(plan.stem)
     with pytest.raises(UnpriceableError):
-        target.price(plan)
+        table.price(plan)
     with pytest.raises(UnpriceableError):
-        target.adapter_latency((2, 12, 12), "uint8")
+        table.adapter_latency((2, 12, 12), "uint8")
 
 
 @pytest.mark.parametrize("path", SHIPPED_PROFILES, ids=lambda p: p.stem)

@@ -106,7 +106,8 @@ def test_another_device_reprices_the_front_without_retraining(tiny_run, monkeypa
     at.sidebar.selectbox(key="device").set_value("rpi4-a72")
     page(at, "Pareto explorer")
     clean(at)
-    assert "rpi4-a72 (ESTIMATED from spec sheets, not measured)" in at.caption[0].value
+    assert "rpi4-a72 (ESTIMATED from spec sheets, not measured; estimate, x" in at.caption[0].value
+    assert "published measurements" in at.caption[0].value  # the band of its validation
     res = RunResults(tiny_run)
     repriced = res.reprice("rpi4-a72")
     assert not repriced.measured and repriced.rows

@@ -57,18 +57,37 @@ def test_the_detail_of_a_trial_is_what_the_search_recorded(tmp_path):
         res.detail(7)
 
 
+def _table_of(res: RunResults, candidates: list[str], path) -> str:
+    """A measured profile holding exactly these candidates' layers (times from the Pi's roofline)."""
+    from hwsearch.targets import Entry, Profile
+    from hwsearch.targets._profile_format import block_key
+    from hwsearch.targets._registry import SHIPPED
+
+    est = Profile.load(SHIPPED / "rpi4-a72.json")
+    table = Profile(device=est.device.model_copy(update={"measured": True, "name": "board"}), bits=est.bits,
+                    overhead_ms=est.overhead_ms)
+    for c in candidates:
+        for layer in res.plan(c).layers:
+            table.add(block_key(layer), Entry(mean_ms=est.lookup(layer).mean_ms, std_ms=0.0, count=1))
+    table.save(path)
+    return str(path)
+
+
 def test_repricing_lists_what_the_target_cannot_price_and_never_makes_a_cost_up(tmp_path):
     res = write_run(tmp_path, [*PRICED, UNPRICEABLE], [0.9, 0.95, 0.8, 0.85])
-    repriced = res.reprice("rpi4-a72")
-    assert not repriced.measured and list(repriced.unpriceable) == [3] and "no latency" in repriced.unpriceable[3]
-    rpi = get_target("rpi4-a72")
+    board = _table_of(res, PRICED, tmp_path / "board.json")  # a table without UNPRICEABLE's 12-wide stem
+    repriced = res.reprice(board)
+    assert repriced.measured and list(repriced.unpriceable) == [3] and "no latency" in repriced.unpriceable[3]
+    target = get_target(board)
     for row in repriced.rows:  # re-priced there, accuracy as trained
-        cost = rpi.price(res.plan(row.candidate))
+        cost = target.price(res.plan(row.candidate))
         assert row.latency_ms == cost.latency_ms and row.accuracy == res.detail(row.number).row.accuracy
         assert row.state == ("complete" if all(cost.metric(m) <= v for m, v in BUDGET.items()) else "infeasible")
-        assert res.cost_on(row.candidate, "rpi4-a72") == cost
+        assert res.cost_on(row.candidate, board) == cost
     with pytest.raises(UnpriceableError):  # the list-of-rows form refuses rather than leave one out
-        res.repriced("rpi4-a72")
+        res.repriced(board)
+    # an estimate prices every candidate: its roofline prices any layer
+    assert not res.reprice("rpi4-a72").unpriceable
 
 
 def test_the_hypervolume_history_grows_to_the_runs_hypervolume(tmp_path):
