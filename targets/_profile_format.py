@@ -321,6 +321,7 @@ class Profile(_Model):
     # (family, alignment class) -> (expanded width, entry) of the measured pruned widths, by width
     _index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]] | None = PrivateAttr(default=None)
     _anchors: Anchors | None = PrivateAttr(default=None)  # the entries by configuration, for the extension
+    _head_index: dict[tuple[int, int, int, str], dict[int, Entry]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _keys_parse(self) -> Profile:
@@ -370,7 +371,7 @@ class Profile(_Model):
         cal.offset_ms *= factor
         if self.reference:
             self.reference.ms *= factor
-        self._index = self._anchors = None
+        self._index = self._anchors = self._head_index = None
 
     def check_for(self, fingerprint: str) -> SelfCheck | None:
         """The newest self-check of a space (by fingerprint), if any."""
@@ -389,7 +390,7 @@ class Profile(_Model):
         text = str(key)
         replaced = text in self.entries
         self.entries[text] = entry
-        self._anchors = None
+        self._anchors = self._head_index = None
         if self._index is not None:
             if replaced:
                 self._index = None  # rare: rebuilt on the next lookup
@@ -471,13 +472,16 @@ class Profile(_Model):
         raise UnpriceableError(f"no latency for layer {layer.name} ({key}) on {self.device.name!r}; {LOCAL_ADVICE}")
 
     def _heads(self) -> dict[tuple[int, int, int, str], dict[int, Entry]]:
-        """Measured heads by (input height, width, channels, precision): class count -> entry."""
-        out: dict[tuple[int, int, int, str], dict[int, Entry]] = {}
-        for text, entry in self.entries.items():
-            if text.startswith("head|"):
-                k = BlockKey.parse(text)
-                out.setdefault((k.h, k.w, k.cin, k.precision), {})[k.cout] = entry
-        return out
+        """Measured heads by (input height, width, channels, precision): class count -> entry (built
+        once, on first need: a search prices a head per trial)."""
+        if self._head_index is None:
+            out: dict[tuple[int, int, int, str], dict[int, Entry]] = {}
+            for text, entry in list(self.entries.items()):
+                if text.startswith("head|"):
+                    k = BlockKey.parse(text)
+                    out.setdefault((k.h, k.w, k.cin, k.precision), {})[k.cout] = entry
+            self._head_index = out
+        return self._head_index
 
     def head_ns_per_mac(self, precision: str) -> tuple[float, bool]:
         """A head's time per multiply-add of its classifier at ``precision``, and whether it was
