@@ -69,7 +69,16 @@ def reference_for(threads: int) -> RefSpec:
 REF_RUNS = 3  # reference runs per burst (median)
 QUIET_PERCENTILE = 5  # the reference's quiet-host time: this percentile of its bursts
 GATE = 1.4  # a round counts while the reference runs within this factor of its quiet-host time ...
-WAIT_ROUNDS = 60  # ... for this many rounds of a batch; then any round not spiked counts
+# ... for up to WAIT_S seconds of a batch, spent probing the host with the reference alone while it
+# is busy; then any round that is not spiked counts, and the batch is counted as busy. A batch that
+# waited in vain halves the next batch's wait (down to MIN_WAIT_S: a host busy all along is not
+# waited on for ever), a batch that found quiet moments doubles it back. Why seconds, not rounds:
+# on the 2-core Intel Xeon VM busy stretches last seconds (the reference's 5 s windows ran at 1.0x
+# or 1.3x), longer than the 60 rounds (about 2 s) a batch used to wait; and rounds measured busy
+# are biased by size (3x32x32, a check with 2 of 3 batches measured at 2x busy: small networks
+# read 5-9% fast, large ones up to 20% slow, against a quiet check of the same networks).
+WAIT_S = 30.0
+MIN_WAIT_S = 2.0
 SPIKE = 1.35  # a reference burst this much slower than the batch's median marks a spiked round
 OUTLIER = 1.25  # a round ratio this far above the graph's lower quartile, or below its median, is re-measured
 
@@ -173,9 +182,11 @@ class Meter:
         ref_bytes = reference_onnx or reference_model(self.reference).SerializeToString()
         self._ref = session(ref_bytes, threads, provider)
         self._ref_feed = random_feed(self._ref)
-        self.ref_bursts: list[float] = []  # every reference burst's median, ms
+        self.ref_bursts: list[float] = []  # every reference burst's median, ms (probes excepted)
         self.rejected = 0
-        self.busy_batches = 0  # batches that waited WAIT_ROUNDS rounds for a quiet host in vain
+        self.busy_batches = 0  # batches that waited for a quiet host in vain
+        self.probes = 0  # reference bursts that found the host busy before a round (not logged)
+        self.wait_s = WAIT_S  # how long the next batch waits for a quiet moment (see WAIT_S)
         self.reference_ms = 0.0
         for _ in range(20):
             self._ref.run(None, self._ref_feed)
@@ -191,7 +202,7 @@ class Meter:
             while self._clock() < stop:
                 self._ref.run(None, self._ref_feed)
 
-    def _burst_ref(self) -> float:
+    def _burst_ref(self, log: bool = True) -> float:
         run, feed, clock = self._ref.run, self._ref_feed, self._clock
         ts: list[int] = []
         for _ in range(REF_RUNS):
@@ -199,7 +210,8 @@ class Meter:
             run(None, feed)
             ts.append(clock() - t0)
         ms = float(np.median(ts)) / 1e6
-        self.ref_bursts.append(ms)
+        if log:
+            self.ref_bursts.append(ms)
         return ms
 
     def _burst(self, sess: InferenceSession, feed: Feed) -> tuple[float, int]:
@@ -226,13 +238,14 @@ class Meter:
 
     def host(self) -> dict[str, float]:
         """What the meter saw of the host: the reference's median and 5th-percentile burst times
-        and their ratio (1.0 on a quiet host; 1.6 on the busy Xeon VM above), and the share of
-        rounds rejected as spikes or outliers."""
+        and their ratio (1.0 on a quiet host; 1.6 on the busy Xeon VM above), the rounds rejected
+        as spikes or outliers, the batches measured busy after waiting in vain, and the reference
+        bursts that found the host busy while a batch waited (``busy_probes``)."""
         b = np.asarray(self.ref_bursts)
         p5 = float(np.percentile(b, 5))
         return {"reference_median_ms": float(np.median(b)), "reference_p5_ms": p5,
                 "noise": float(np.median(b) / p5), "bursts": len(b), "rejected_rounds": self.rejected,
-                "busy_batches": self.busy_batches}
+                "busy_batches": self.busy_batches, "busy_probes": self.probes}
 
     def readings(self, sessions: Sequence[InferenceSession], feeds: Sequence[Feed] | None = None) -> list[Reading]:
         """One :class:`Reading` per session, measured together in interleaved rounds."""
@@ -243,16 +256,23 @@ class Meter:
         ratios: list[list[float]] = [[] for _ in sessions]
         runs, rejected = [0] * len(sessions), [0] * len(sessions)
         todo = list(range(len(sessions)))
-        attempts = 0
+        wait_until = self._clock() + int(self.wait_s * 1e9)
+        late = 0  # rounds run after the wait ran out
         while todo:
-            attempts += 1
-            before = self._burst_ref()
-            batch_ref = float(np.median(self.ref_bursts[-200:]))
             # Wait for moments the host runs near its quiet speed: the ratios shift when it is busy.
-            # After WAIT_ROUNDS rounds of waiting, take what the host gives (and count it as busy).
-            limit = SPIKE * batch_ref
-            if attempts <= WAIT_ROUNDS:
+            # While it is busy, probe it with the reference alone (cheap, and nothing is stored);
+            # once the batch's wait has run out, take what the host gives (and count it as busy).
+            waiting = self._clock() < wait_until
+            before = self._burst_ref(log=not waiting)
+            limit = SPIKE * float(np.median(self.ref_bursts[-200:]))
+            if waiting:
                 limit = min(limit, GATE * self.quiet_ms())
+                if before > limit:
+                    self.probes += 1
+                    continue
+                self.ref_bursts.append(before)
+            else:
+                late += 1
             for i in todo:
                 ms, n = self._burst(sessions[i], feeds[i])
                 after = self._burst_ref()
@@ -263,10 +283,13 @@ class Meter:
                     ratios[i].append(2 * ms / (before + after))
                 before = after
             todo = [i for i in todo if self._needs_more(ratios[i], rejected, i)]
-            if attempts > WAIT_ROUNDS + 4 * self.max_rounds:
+            if late > 4 * self.max_rounds:
                 break
-        if attempts > WAIT_ROUNDS:
+        if late:
             self.busy_batches += 1
+            self.wait_s = max(MIN_WAIT_S, self.wait_s / 2)
+        else:
+            self.wait_s = min(WAIT_S, self.wait_s * 2)
         out = []
         for i, r in enumerate(ratios):
             if not r:

@@ -119,6 +119,9 @@ class SelfCheck(_Model):
     mape: float
     kendall_tau: float
     host_drift: float = Field(description="the reference's time during the check / the profile's")
+    busy: float | None = Field(
+        default=None, description="the reference's median burst during the check / the profile's quiet time"
+    )
     passed: bool
     checked_at: str
 

@@ -460,8 +460,20 @@ def describe_check(check: SelfCheck) -> str:
     """One line saying how a self-check went, and what to do when it failed."""
     text = (f"self-check on {check.n} fresh networks: {check.within_10pct:.0%} within +-10%, mean error "
             f"{check.mape:.1%}, Kendall's tau {check.kendall_tau:.2f}: ")
-    text += "passed" if check.passed else (f"FAILED (under {PASS_WITHIN_10PCT:.0%} within +-10% or tau under "
-                                           f"{PASS_TAU}): measure again on a quiet host")
+    quiet = check.busy is not None and check.busy <= BUSY_WARN and abs(check.host_drift - 1) <= DRIFT_WARN
+    if check.passed:
+        text += "passed"
+    elif quiet:
+        # Not noise: on the Intel Xeon VM at 3x96x96, two checks of the same 50 networks in two
+        # processes agreed within 10% for all of them while the model predicted 80-90% within 10%.
+        text += (f"FAILED (under {PASS_WITHIN_10PCT:.0%} within +-10% or tau under {PASS_TAU}) on a quiet host "
+                 f"(runs at {check.busy:.2f}x their quiet time): this is the latency model's own error on this "
+                 "space, not the host's noise; more calibration networks (--networks) may narrow it")
+    else:
+        text += (f"FAILED (under {PASS_WITHIN_10PCT:.0%} within +-10% or tau under {PASS_TAU}): measure again on a "
+                 "quiet host")
+        if check.busy is not None and check.busy > BUSY_WARN:
+            text += f" (runs took {check.busy:.2f}x their quiet time during the check)"
     if abs(check.host_drift - 1) > DRIFT_WARN:
         text += (f"; the host ran {check.host_drift:.2f}x as slow as while profiling (a busy neighbour?): "
                  "latencies measured now differ from the profile's by that much")
@@ -592,7 +604,8 @@ def self_check(profile: Profile, target: Target, config: SpaceSpec, input_shape:
     passed = report["within_10pct"] >= PASS_WITHIN_10PCT and report["kendall_tau"] >= PASS_TAU
     check = SelfCheck(space=space_fingerprint(config, input_shape, num_classes), input_shape=input_shape, n=n,
                       seed=CHECK_SEED, within_10pct=report["within_10pct"], mape=report["mape"],
-                      kendall_tau=report["kendall_tau"], host_drift=report["host_drift"], passed=passed,
+                      kendall_tau=report["kendall_tau"], host_drift=report["host_drift"], busy=report["busy"],
+                      passed=passed,
                       checked_at=now())
     profile.checks = [c for c in profile.checks if c.space != check.space] + [check]
     if path:

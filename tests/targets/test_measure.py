@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hwsearch.spaces import Candidate, build_plan
-from hwsearch.targets._meter import Meter, random_feed, session
+from hwsearch.targets._meter import MIN_WAIT_S, WAIT_S, Meter, random_feed, session
 from hwsearch.targets._onnx_graph import identity_model, network_model, random_network_weights
 from hwsearch.targets._profile_format import Entry, Profile, SelfCheck
 from hwsearch.targets._profile_targets import LocalCpuTarget, ProfileTarget, host_name, new_profile
@@ -134,3 +134,40 @@ def test_a_profile_whose_extra_threads_do_not_pay_is_said():
     assert parallel_warning(p) is None
     p.reference = ref.model_copy(update={"speedup": None})
     assert parallel_warning(p) is None
+
+
+class SlowFor:
+    """A real session that sleeps in each run until a moment on the clock: a host busy for a while."""
+
+    def __init__(self, sess, seconds: float, sleep_s: float = 0.0004) -> None:
+        self.sess, self.until, self.sleep_s = sess, time.perf_counter() + seconds, sleep_s
+
+    def get_inputs(self):
+        return self.sess.get_inputs()
+
+    def run(self, names, feed):
+        if time.perf_counter() < self.until:
+            time.sleep(self.sleep_s)
+        return self.sess.run(names, feed)
+
+
+def test_a_busy_stretch_is_waited_out_and_a_host_busy_all_along_is_said():
+    m = Meter(rounds=5, max_rounds=10, window_s=0.0005)
+    small = session(network_bytes("c8:ir_r1_k3_e1_c8_re_w32a32"))
+    # The reference runs slow for 1 s (far beyond GATE): the batch probes, nothing is stored, and
+    # its rounds are taken once the host is quiet again.
+    m._ref = SlowFor(m._ref, seconds=1.0)
+    bursts = len(m.ref_bursts)
+    (reading,) = m.readings([small])
+    assert m.probes > 0 and m.busy_batches == 0 and m.wait_s == WAIT_S
+    assert max(m.ref_bursts[bursts:]) < 3 * m.quiet_ms()  # no busy probe entered the noise log
+    quiet = m.readings([small])[0]
+    assert reading.ratio == pytest.approx(quiet.ratio, rel=0.25)
+    # Busy for longer than the batch may wait: it is measured anyway (rounds still spiked are
+    # dropped), counted busy, and the next batch waits half as long, never under MIN_WAIT_S.
+    m = Meter(rounds=5, max_rounds=50, window_s=0.0005)
+    m.wait_s = 0.2
+    m._ref = SlowFor(m._ref, seconds=0.6)
+    m.readings([small])
+    assert m.busy_batches == 1 and m.wait_s == MIN_WAIT_S
+    assert m.host()["busy_batches"] == 1 and m.host()["busy_probes"] == m.probes > 0

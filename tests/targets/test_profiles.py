@@ -206,6 +206,24 @@ def test_profiler_measures_a_tiny_space_for_real_and_calibrates(tmp_path):
     assert check.n == 30 and check.seed == 1 and 0 <= check.within_10pct <= 1 and -1 <= check.kendall_tau <= 1
     assert check.passed == (check.within_10pct >= 0.9 and check.kendall_tau >= 0.9)
     assert "self-check on 30 fresh networks" in describe_check(check)
+    assert check.busy is not None and check.busy > 0  # how busy the host was during it, stored beside it
+
+
+def test_a_failed_self_check_says_whether_the_host_or_the_model_is_to_blame():
+    from hwsearch.targets._profile_format import SelfCheck
+
+    def check(busy, drift=1.02):
+        return SelfCheck(space="abc", input_shape=SHAPE, n=30, seed=1, within_10pct=0.8, mape=0.06, kendall_tau=0.93,
+                         host_drift=drift, busy=busy, passed=False, checked_at="now")
+
+    quiet = describe_check(check(1.1))
+    assert "FAILED" in quiet and "model's own error" in quiet and "--networks" in quiet and "quiet host" in quiet
+    busy = describe_check(check(1.9))
+    assert "measure again on a quiet host" in busy and "1.90x their quiet time" in busy and "model's own" not in busy
+    moved = describe_check(check(1.1, drift=1.3))  # the host's speed moved since profiling: not the model's fault
+    assert "measure again on a quiet host" in moved and "1.30x as slow" in moved
+    older = describe_check(check(None))  # a check stored before 'busy' was recorded
+    assert "measure again on a quiet host" in older
 
 
 def _spec_file(tmp_path, **overrides) -> str:
