@@ -5,7 +5,9 @@
 Runs the quickstart search first when the run folder does not exist yet (with kept weights, the
 default), then times ``hwsearch export RUN --pareto`` into a fresh folder, as a user would run
 it. Reads every card and records its figures: onnxruntime fp32 and int8 accuracy against
-torch's, measured against predicted latency, size on disk. Writes
+torch's, measured against predicted latency of each network and of each file as shipped (input
+adapter included), size on disk, and the CPU it was measured on. ``--cache`` with an empty folder
+makes the search profile this host afresh, as a new user's first run does. Writes
 bench/results/export.json and prints a table.
 """
 
@@ -59,6 +61,11 @@ def main() -> None:
                     for n in ("model.onnx", "model.int8.onnx")
                     for k in ("predicted_ms", "measured_ms", "error", "with_input_adapter_ms")
                 },
+                **{
+                    f"file_{k}_{n.split('.')[1]}": lat[n]["file"][k]
+                    for n in ("model.onnx", "model.int8.onnx")
+                    for k in ("predicted_ms", "measured_ms", "error")
+                },
                 "fp32_on_disk_kb": size["model.onnx"]["on_disk_kb"],
                 "int8_on_disk_kb": size["model.int8.onnx"]["on_disk_kb"],
                 "warnings": c["warnings"],
@@ -67,9 +74,15 @@ def main() -> None:
     worst_fp32 = max(abs(r["fp32_minus_torch_points"]) for r in rows)
     worst_int8 = max(r["int8_drop_points"] for r in rows)
     worst_latency = max(max(abs(r["error_onnx"]), abs(r["error_int8"])) for r in rows)
+    file_errors = [r[f"file_error_{k}"] for r in rows for k in ("onnx", "int8") if r[f"file_error_{k}"] is not None]
     summary = {"models": len(rows), "export_s": export_s, "search_s": search_s, "cpus": os.cpu_count(),
+               "host": cards[0]["latency"]["measured_on"] if cards else None,
+               "fresh_cache": bool(args.cache) and search_s is not None,
                "worst_fp32_vs_torch_points": worst_fp32, "worst_int8_drop_points": worst_int8,
-               "worst_latency_error": worst_latency, "cards_with_warnings": sum(bool(r["warnings"]) for r in rows)}
+               "worst_latency_error": worst_latency,
+               "files": len(file_errors), "files_within_10pct": sum(abs(e) <= 0.10 for e in file_errors),
+               "worst_file_latency_error": max(map(abs, file_errors), default=None),
+               "cards_with_warnings": sum(bool(r["warnings"]) for r in rows)}
     dest = write_results("export", {"summary": summary, "models": rows, "out": str(out)})
 
     print(f"{'trial':>5} {'torch':>7} {'fp32-torch':>10} {'int8 drop':>9}  {'fp32 pred/meas us':>18} "
@@ -80,8 +93,12 @@ def main() -> None:
             f"{r['int8_drop_points']:>+9.2f}  "
             f"{r['predicted_ms_onnx'] * 1e3:>7.1f} /{r['measured_ms_onnx'] * 1e3:>6.1f} "
             f"({r['error_onnx']:+.0%})  {r['predicted_ms_int8'] * 1e3:>5.1f} /{r['measured_ms_int8'] * 1e3:>6.1f} "
-            f"({r['error_int8']:+.0%})  {r['fp32_on_disk_kb']:>5.1f}/{r['int8_on_disk_kb']:.1f}"
+            f"({r['error_int8']:+.0%})  {r['fp32_on_disk_kb']:>5.1f}/{r['int8_on_disk_kb']:.1f}  files as shipped: "
+            + "  ".join(f"{r[f'file_predicted_ms_{k}'] * 1e3:.1f}/{r[f'file_measured_ms_{k}'] * 1e3:.1f} "
+                        f"({r[f'file_error_{k}']:+.0%})" for k in ("onnx", "int8") if r[f"file_error_{k}"] is not None)
         )
+    print(f"files as shipped (adapter included) within ±10% of their card's prediction: "
+          f"{summary['files_within_10pct']} of {summary['files']}, on {summary['host']}")
     print(f"{len(rows)} models exported in {export_s:.1f}s; worst fp32-vs-torch {worst_fp32:.2f} points, "
           f"worst int8 drop {worst_int8:.2f} points, worst latency error {worst_latency:.1%}; written to {dest}")
 

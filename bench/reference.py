@@ -1,7 +1,7 @@
 """The whole flow on CIFAR-10 against MLPerf Tiny's ResNet-8 (issue 19, item 6).
 
     python bench/reference.py [--data ../shared/datasets/cifar10/train] [--epochs 20] [--trials 40]
-                              [--final 4] [--work bench/work/reference] [--device auto] [--smoke]
+                              [--final 4] [--work bench/state/reference] [--device auto] [--smoke]
 
 Profile, reference, search, final training, export and comparison, each resumable: results go to
 ``bench/results/reference.json`` after every phase and every candidate, and a re-run skips what is
@@ -10,6 +10,14 @@ every final candidate checkpoint after each epoch, the search continues its stud
 files of the final candidates and of ResNet-8 go to ``bench/results/reference/``. ``--smoke`` runs
 the same flow tiny (a small space, 400 search and 600 final images, 1 + 1 epochs, 4 trials, 2 final
 candidates) into ``bench/work/reference-smoke/``, results file included, in a few minutes.
+
+**Across sessions and checkouts.** The full run's work folder, ``bench/state/reference/`` (the
+profile cache, ResNet-8's weights and checkpoints, the search's study and spec, the final stage's
+per-epoch checkpoints and records: a few MB), is tracked by git, unlike ``bench/work/``: commit it
+when a stretch of work ends, and a new checkout resumes where the last one stopped. Latencies are
+only comparable on one host, so the phases that price or time (profile, search, export, compare)
+run only on a host of the CPU model the profile was measured on; elsewhere the script stops and
+says so (training phases run anywhere).
 
 **Data.** CIFAR-10's training split as JPEGs (``imagefolder``), split with ``dataset.seed`` 0 and
 ``val_fraction`` 0.1. The final stage and the reference take all 50,000 images: 45,000 train,
@@ -98,7 +106,7 @@ from cifar10 import DEFAULT_DATA, check_data, use_cache
 from common import ROOT
 
 NAME = "reference"
-DEFAULT_WORK = ROOT / "bench" / "work" / "reference"
+DEFAULT_WORK = ROOT / "bench" / "state" / "reference"  # tracked: a new checkout resumes from it
 SMOKE_WORK = ROOT / "bench" / "work" / "reference-smoke"
 EXPORTS = ROOT / "bench" / "results" / "reference"
 TEACHER = (ROOT / ".." / "shared" / "models" / "mlperf-tiny-ic-resnet8.onnx").resolve()
@@ -405,7 +413,8 @@ def phase_profile(b: Bench) -> None:
                    "this host; the comparison is against its int8 form, as MLPerf Tiny deploys it")
         log("warning: " + warning)
     b.results["profile"] = {
-        "target": "local-cpu", "cache": str(target.path), "layers": len(target.profile.entries),
+        "target": "local-cpu", "host": _host(), "cache": str(target.path),
+        "layers": len(target.profile.entries),
         "calibration": {"networks": len(target.profile.calibration.samples),
                         "fit_mape": target.profile.calibration.fit_mape},
         "self_check": check.model_dump(mode="json") if check else None,
@@ -789,6 +798,7 @@ def plot(b: Bench, rows: list[dict]) -> None:
     log(f"plot: {path}")
 
 
+TIMED_PHASES = {"profile", "search", "export", "compare"}  # they price or time networks on this host's profile
 PHASES = (("profile", phase_profile), ("reference", phase_reference), ("search", phase_search),
           ("final", phase_final), ("export", phase_export), ("compare", phase_compare))
 
@@ -800,7 +810,8 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, help="final fine-tuning epochs (default 3)")
     ap.add_argument("--trials", type=int, help="search trials (default 40)")
     ap.add_argument("--final", type=int, help="candidates of the front trained at the final fidelity (default 4)")
-    ap.add_argument("--work", type=Path, help="runs, checkpoints and the profile cache (default bench/work/reference)")
+    ap.add_argument("--work", type=Path,
+                    help="runs, checkpoints and the profile cache (default bench/state/reference, tracked by git)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--smoke", action="store_true", help="the whole flow, tiny, into its own work folder and results")
     args = ap.parse_args()
@@ -830,6 +841,11 @@ def main() -> None:
         if b.done(name):
             log(f"{name}: done before ({b.results['phases'][name]['wall_s'] / 60:.1f} min)")
             continue
+        profiled_on = b.results.get("profile", {}).get("host")
+        if name in TIMED_PHASES and profiled_on and profiled_on != _host():
+            sys.exit(f"error: phase {name!r} prices or times networks, and this benchmark's profile was measured on "
+                     f"{profiled_on!r}; this host is {_host()!r}, whose latencies are on another scale. Resume it on "
+                     f"a {profiled_on!r} host, or start again with another --work and results file")
         with b.phase(name):
             fn(b)
     total = sum(p["wall_s"] for p in b.results["phases"].values())
