@@ -129,9 +129,8 @@ class LocalCpuTarget(ProfileTarget):
     A layer is looked up, else interpolated between measured pruned widths, else measured now:
     exported alone as ONNX (fp32, or int8 QDQ when its weights and activations are at most 8
     bits) and timed with warm-up and many repeats (median), less the runtime's per-call overhead,
-    which a network pays once. Before a search, :meth:`ensure_calibrated` measures the space's
-    layers and whole networks once, so that nothing is timed while trials train and the sum of
-    layers is calibrated to what a network really takes.
+    which a network pays once. Before a search, :meth:`ensure_calibrated` measures whole networks
+    of the space once, so the sum of layers is calibrated to what a network really takes.
     """
 
     name = "local-cpu"
@@ -222,27 +221,20 @@ class LocalCpuTarget(ProfileTarget):
 
     def ensure_calibrated(self, config: SpaceSpec, input_shape: tuple[int, int, int], num_classes: int,
                           progress: Progress | None = None, *, networks: int | None = None) -> bool:
-        """Profile this space as ``hwsearch profile`` does unless done before (once per space,
-        input and host): every layer of its grid, calibrated on ``networks`` (default 100) whole
-        networks, then checked on 30 fresh ones (stored in the profile). Returns True when it
-        measured.
-
-        Why the whole grid before a search, not each layer on first use: a search prices new
-        candidates while a trial trains on the other cores, and a layer timed then is off. On
-        the Intel Xeon VM, a fresh-cache quickstart measured two hswish layers on first use at
-        3.40 and 1.46 us that measure 4.3-4.7 and 2.0-2.6 us on a quiet host, and the cheapest
-        fp32 files of its front came out 13-33% slower than predicted."""
-        from hwsearch.targets._profiling import CALIBRATION_NETWORKS, profile_space, self_check
+        """Calibrate on ``networks`` (default 100) whole networks of this space unless done before (once per
+        space, input and host), then check the model on 30 fresh ones and store the check in the
+        profile. Returns True when it measured."""
+        from hwsearch.targets._profiling import CALIBRATION_NETWORKS, calibrate, self_check
 
         if not self.needs_measuring(config, input_shape, num_classes):
             return False
         _, calibrated = self._calibrated(config, input_shape, num_classes)
         self.flush()
-        if calibrated:
-            self_check(self.profile, self, config, input_shape, num_classes, progress=progress)
-        else:
-            profile_space(self.profile, config, input_shape, num_classes, self.path, self.threads, DEFAULT_PROVIDER,
-                          networks=networks or CALIBRATION_NETWORKS, progress=progress, log=lambda _: None)
+        if not calibrated:
+            calibrate(self.profile, self.lookups, config, input_shape, num_classes, networks or CALIBRATION_NETWORKS,
+                      self.path,
+                      self.threads, DEFAULT_PROVIDER, progress, prepare=self.prepare)
+        self_check(self.profile, self, config, input_shape, num_classes, progress=progress)
         self.flush(force=True)
         return True
 

@@ -48,7 +48,7 @@ from hwsearch.search.training._datasets import load_dataset
 from hwsearch.search.training._evaluate import Evaluation
 from hwsearch.spaces import build_plan, params_of, space
 from hwsearch.spaces._candidate import Candidate
-from hwsearch.targets import Cost, describe_check, space_fingerprint
+from hwsearch.targets import Cost
 
 RETRIES = 1  # a trial whose worker died is run once more, then recorded as failed
 
@@ -194,14 +194,6 @@ def _told_any(run_dir: Path) -> bool:
     return any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
-def _measuring_bar(items, desc: str, total: int):
-    """A progress bar for measuring the target before a search (layers, networks), gone when done."""
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, total=total, unit=desc.split()[-1], leave=False, dynamic_ncols=True,
-                file=sys.stderr)
-
-
 class _Driver:
     """One search session: prepares the data, target, teacher and executor, then keeps every
     worker slot busy, telling the study each outcome. It alone writes the study."""
@@ -222,7 +214,7 @@ class _Driver:
         self.done, self.n_total = done, n_total
         history = self.study.get_trials(deepcopy=False)
         t0 = time.perf_counter()
-        self._prepare(fresh=not history, evaluator=evaluator, progress=progress)
+        self._prepare(fresh=not history, evaluator=evaluator)
         for t in history:
             self.tally.add(t)
         t_search = time.perf_counter()
@@ -243,7 +235,7 @@ class _Driver:
                  f"{time.perf_counter() - t0:.0f}s")
         return self.study
 
-    def _prepare(self, fresh: bool, evaluator, progress: bool = True) -> None:
+    def _prepare(self, fresh: bool, evaluator) -> None:
         """Data, target (calibrated), reachability, corner seeds, teacher, executor, early stopping."""
         from hwsearch.search.training._evaluate import train_settings
         from hwsearch.targets import get_target
@@ -256,15 +248,8 @@ class _Driver:
         self.target = target = get_target(spec.target)
         study.set_user_attr("input_shape", list(data.input_shape))
         study.set_user_attr("num_classes", data.num_classes)
-        if target.needs_measuring(spec.space, data.input_shape, data.num_classes):
-            self.log(f"measuring {target.name} for this space before anything trains: its layers, whole networks "
-                     "and a self-check (once per space, input and host; 'hwsearch profile' does it ahead)")
-        if target.ensure_calibrated(spec.space, data.input_shape, data.num_classes,
-                                    progress=_measuring_bar if progress else None):
-            fingerprint = space_fingerprint(spec.space, data.input_shape, data.num_classes)
-            check = target.profile.check_for(fingerprint) if target.profile else None
-            self.log(f"{target.name}: {describe_check(check)}" if check else
-                     f"calibrated {target.name}'s latency model on whole networks of this space (once per space)")
+        if target.ensure_calibrated(spec.space, data.input_shape, data.num_classes):
+            self.log(f"calibrated {target.name}'s latency model on whole networks of this space (once per space)")
         corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
         if isinstance(study.sampler, CostAwareSampler):
             study.sampler.use_prices(lambda cand: _priced(cand, target, data))
