@@ -136,13 +136,20 @@ def test_a_search_from_the_new_search_form_to_its_pareto_chart(service_app):
 
             def field(label: str, value: str) -> None:
                 box = page.get_by_label(label, exact=True)
+                # While a rerun is in flight (pricing the space on a newly picked target takes
+                # seconds), Streamlit keeps the previous run's elements on the page beside the new
+                # ones: two boxes of one label. Fill it once the rerun has replaced them.
+                expect(box).to_have_count(1, timeout=60_000)
                 box.fill(value)
                 box.press("Enter")
 
             field("name", "from-the-browser")
             target = page.locator(".st-key-ns_target")
+            # A rerun in flight (pricing the space on the default target takes seconds) swallows the
+            # click that opens the menu: pick the target once the app is idle again.
+            expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=120_000)
             target.click()
-            page.get_by_role("option", name="x86-epyc-1t", exact=True).click()  # priced without measuring
+            page.get_by_role("option").filter(has_text="x86-epyc-1t").click()  # priced without measuring
             field("limit", "300")
             field("size budget (KB)", "40")
             field("trials", "6")
