@@ -54,7 +54,7 @@ class TrialRecord:
     pruned_reason: str | None = None
     retried_after: str | None = None  # the worker loss a retry followed
     seeded: str | None = None  # why the search queued it itself (a corner of the space)
-    requeued: bool | None = None  # cut by an interruption; its candidate was queued again
+    requeued: bool | None = None  # cut by an interruption (not counted); its candidate, if drawn, queued again
     requeued_from: int | None = None  # the interrupted trial this one runs again
 
     @classmethod

@@ -316,7 +316,10 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     storage = study._storage  # the public Study API has no way to end another process's trial
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        cut = TrialRecord(failure_reason="interrupted: the search was killed mid-trial", requeued=True)
+        # A kill can land between a trial's creation and its first suggestion: it has no candidate
+        # to queue again, and the sampler draws a fresh one in its place.
+        when = "mid-trial" if t.params else "before the trial drew its candidate"
+        cut = TrialRecord(failure_reason=f"interrupted: the search was killed {when}", requeued=True)
         for key, value in cut.attrs().items():
             storage.set_trial_user_attr(t._trial_id, key, value)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

@@ -509,3 +509,23 @@ def test_four_processes_writing_one_journal_lose_and_duplicate_no_trial(tmp_path
     # the writers really wrote at the same time: their trials interleave
     order = [t.user_attrs["writer"] for t in sorted(trials, key=lambda t: t.number)]
     assert sum(a != b for a, b in zip(order, order[1:])) >= writers
+
+
+def test_a_trial_killed_before_or_after_drawing_its_candidate_is_recovered_and_not_counted():
+    """A kill can land while a trial is RUNNING with its parameters drawn, or between its creation
+    and its first suggestion. Both are failed with the reason and left out of the budget; only
+    the drawn candidate is queued again (there is nothing else to re-run)."""
+    study = optuna.create_study(directions=["minimize"])
+    drawn = study.ask()
+    drawn.suggest_int("width", 8, 64)
+    empty = study.ask()
+    assert sorted(recover_interrupted(study)) == [drawn.number, empty.number]
+    by_number = {t.number: t for t in study.get_trials()}
+    for number, when in ((drawn.number, "mid-trial"), (empty.number, "before the trial drew its candidate")):
+        t = by_number[number]
+        assert t.state == TrialState.FAIL and not counts_toward_budget(t)
+        assert t.user_attrs["failure_reason"] == f"interrupted: the search was killed {when}"
+    assert [t.user_attrs.get("requeued_from") for t in by_number.values() if t.state == TrialState.WAITING] == [
+        drawn.number]
+    again = study.ask()  # the queued trial comes first, with the drawn candidate's parameters
+    assert again.suggest_int("width", 8, 64) == drawn.params["width"]

@@ -164,7 +164,8 @@ def test_killing_a_run_and_rerunning_it_keeps_every_completed_trial(tmp_path):
     for t in after.values():
         if t.user_attrs.get("requeued"):  # cut by the kill: failed with the reason, candidate re-run
             assert t.state == TrialState.FAIL and "interrupted" in t.user_attrs["failure_reason"]
-            assert any(u.user_attrs.get("requeued_from") == t.number for u in after.values())
+            if t.params:  # a kill before the trial drew its candidate leaves nothing to queue
+                assert any(u.user_attrs.get("requeued_from") == t.number for u in after.values())
 
 
 def test_rerunning_continues_the_same_study_and_pareto_reads_it(tmp_path):

@@ -145,10 +145,26 @@ class SlowFor:
     def get_inputs(self):
         return self.sess.get_inputs()
 
+    def busy(self) -> bool:
+        return time.perf_counter() < self.until
+
     def run(self, names, feed):
-        if time.perf_counter() < self.until:
+        if self.busy():
             time.sleep(self.sleep_s)
         return self.sess.run(names, feed)
+
+
+class NoiseLog(list):
+    """The meter's log of reference bursts, counting the bursts logged while ``slow`` is busy: a
+    burst logged then was measured, whole, inside the busy stretch."""
+
+    def __init__(self, items, slow: SlowFor) -> None:
+        super().__init__(items)
+        self.slow, self.logged_busy = slow, 0
+
+    def append(self, ms) -> None:
+        self.logged_busy += self.slow.busy()
+        super().append(ms)
 
 
 def test_a_busy_stretch_is_waited_out_and_a_host_busy_all_along_is_said():
@@ -157,10 +173,12 @@ def test_a_busy_stretch_is_waited_out_and_a_host_busy_all_along_is_said():
     # The reference runs slow for 1 s (far beyond GATE): the batch probes, nothing is stored, and
     # its rounds are taken once the host is quiet again.
     m._ref = SlowFor(m._ref, seconds=1.0)
-    bursts = len(m.ref_bursts)
+    m.ref_bursts = NoiseLog(m.ref_bursts, m._ref)
     (reading,) = m.readings([small])
     assert m.probes > 0 and m.busy_batches == 0 and m.wait_s == WAIT_S
-    assert max(m.ref_bursts[bursts:]) < 3 * m.quiet_ms()  # no busy probe entered the noise log
+    # No probe entered the noise log. (Its bursts after the stretch may still hold a real spike of
+    # this host: the log keeps those, and a check on their size here failed under a loaded CI.)
+    assert m.ref_bursts.logged_busy == 0
     quiet = m.readings([small])[0]
     assert reading.ratio == pytest.approx(quiet.ratio, rel=0.25)
     # Busy for longer than the batch may wait: it is measured anyway (rounds still spiked are
