@@ -107,7 +107,7 @@ DEVICES = [
         host="NVIDIA Jetson Orin Nano 8GB, 1024-core Ampere GPU @ 625 MHz",
         runtime="onnxruntime (estimated)",
         provider="TensorrtExecutionProvider",
-        gmacs={"fp32": 640.0, "int8": 10000.0},
+        gmacs={"fp32": 640.0, "fp16": 5000.0, "int8": 10000.0},
         bandwidth_gbs=68.0,
         op_overhead_us=8.0,
         inference_overhead_us=60.0,
@@ -117,7 +117,8 @@ DEVICES = [
                 "2": "int8 tensor cores, weights on a 2-bit grid",
                 "4": "int8 tensor cores, weights on a 4-bit grid",
                 "8": "int8 tensor cores (TensorRT)",
-                "16": "fp32 in these entries (fp16 tensor cores exist)",
+                "16": "fp32 CUDA cores in these entries (an fp16 TensorRT engine runs on the tensor cores: "
+                      "published fp16 runs are checked at the fp16 peak)",
                 "32": "fp32 CUDA cores",
             },
         ),
@@ -125,6 +126,8 @@ DEVICES = [
             "Jetson Orin Nano 8GB: 1024 CUDA cores at 625 MHz = 1.28 TFLOPS fp32 = 640 GMAC/s "
             "(NVIDIA Jetson Orin Nano data sheet)",
             "int8: 40 TOPS sparse, 20 TOPS dense = 10,000 GMAC/s (NVIDIA data sheet)",
+            "fp16 on the tensor cores: half the dense int8 rate = 5,000 GMAC/s (Ampere's tensor cores run "
+            "fp16 at half their int8 rate, as the A100's 312 and 624 dense TOPS); used for published fp16 runs",
             "LPDDR5 128-bit: 68 GB/s (NVIDIA data sheet)",
             "kernel launch about 8 us per operator and 60 us per inference for host-device copies and "
             "synchronisation: assumed from typical CUDA figures; small networks are launch-bound on a GPU",

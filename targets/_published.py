@@ -1,8 +1,9 @@
 """Estimates checked against real devices: published latencies of real networks.
 
-``published.json`` holds, per estimated device, latencies of MobileNet-V1/V2 and ResNet-8 measured
-on real boards (ncnn's benchmark tables, MLPerf Tiny v1.0 results, the STM32 model zoo, OpenCV's
-model zoo), each with its source and the quoted text. :func:`validate` builds each network from
+``published.json`` holds, per estimated device, latencies of MobileNet-V1/V2 and ResNet-8/18/34/50
+measured on real boards (ncnn's benchmark tables, MLPerf Tiny v1.0 and MLPerf Inference v3.1 results,
+the STM32 model zoo, OpenCV's model zoo, NetsPresso's TensorRT device matrix), each with its source
+and the quoted text. :func:`validate` builds each network from
 this package's layer kinds (dense convolutions as stems, depthwise-separable and inverted residual
 blocks, the pooled classifier), prices it on the device's roofline, and compares: the ratio
 predicted / measured, the measurement scaled to the estimate's clock where the board ran at
@@ -59,7 +60,7 @@ class Validation(BaseModel):
 
 
 def _bits(precision: str) -> int:
-    return 8 if precision == "int8" else 32
+    return {"int8": 8, "fp16": 16}.get(precision, 32)
 
 
 def _conv(cin: int, cout: int, k: int, s: int, hw: int, bits: int, name: str) -> tuple[StemPlan, int]:
@@ -134,8 +135,56 @@ def resnet8(width: float, resolution: int, classes: int, precision: str) -> list
     return [*layers, _head(c, hw, classes, bits)]
 
 
+def _resnet(blocks: list[int], bottleneck: bool, width: float, resolution: int, classes: int,
+            precision: str) -> list[Layer]:
+    """A ResNet of ``blocks`` per stage, of basic or bottleneck blocks (see :func:`resnet18`, :func:`resnet50`)."""
+    bits = _bits(precision)
+    c = int(64 * width)
+    stem, hw = _conv(3, c, 7, 2, resolution, bits, "stem")
+    hw = _conv_out(hw, 2)  # the 3x3 stride-2 max pool: applied to the size, not priced
+    layers: list[Layer] = [stem]
+    for stage, n in enumerate(blocks):
+        mid = int(64 * width) * 2**stage
+        cout = 4 * mid if bottleneck else mid
+        for i in range(n):
+            s = 2 if stage > 0 and i == 0 else 1
+            name = f"s{stage}b{i}"
+            if bottleneck:  # 1x1 reduce, 3x3 (the stride, as in v1.5), 1x1 expand
+                a, _ = _conv(c, mid, 1, 1, hw, bits, f"{name}a")
+                b, hw_out = _conv(mid, mid, 3, s, hw, bits, f"{name}b")
+                layers += [a, b, _conv(mid, cout, 1, 1, hw_out, bits, f"{name}c")[0]]
+            else:  # two 3x3
+                a, hw_out = _conv(c, cout, 3, s, hw, bits, f"{name}a")
+                layers += [a, _conv(cout, cout, 3, 1, hw_out, bits, f"{name}b")[0]]
+            if s != 1 or c != cout:
+                layers.append(_conv(c, cout, 1, s, hw, bits, f"{name}short")[0])
+            c, hw = cout, hw_out
+    return [*layers, _head(c, hw, classes, bits)]
+
+
+def resnet18(width: float, resolution: int, classes: int, precision: str) -> list[Layer]:
+    """ResNet-18 (He et al. 2016, torchvision's): a 7x7 stride-2 convolution and a 3x3 max pool, four
+    stages of 2 basic blocks (two 3x3 convolutions; 64-512 channels; a strided 1x1 shortcut where the
+    shape changes), the pooled classifier. Every convolution is a dense one; the max pool is applied
+    to the size but not priced and the residual additions are left out, as in :func:`resnet8`."""
+    return _resnet([2, 2, 2, 2], False, width, resolution, classes, precision)
+
+
+def resnet34(width: float, resolution: int, classes: int, precision: str) -> list[Layer]:
+    """ResNet-34: :func:`resnet18` with 3, 4, 6, 3 basic blocks per stage."""
+    return _resnet([3, 4, 6, 3], False, width, resolution, classes, precision)
+
+
+def resnet50(width: float, resolution: int, classes: int, precision: str) -> list[Layer]:
+    """ResNet-50 v1.5 (torchvision's, MLPerf's): :func:`resnet18`'s stem, 3, 4, 6, 3 bottleneck blocks
+    per stage (1x1 reduce, 3x3 with the stride, 1x1 expand to 4x; 256-2048 channels), the pooled
+    classifier; dense convolutions, the max pool and residual additions as in :func:`resnet18`."""
+    return _resnet([3, 4, 6, 3], True, width, resolution, classes, precision)
+
+
 BUILDERS: dict[str, Callable[[float, int, int, str], list[Layer]]] = {
-    "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "resnet8": resnet8}
+    "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "resnet8": resnet8,
+    "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 
 
 def published(device: str) -> list[dict[str, Any]]:
@@ -144,10 +193,12 @@ def published(device: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["device"] == device]
 
 
-def network_ms(layers: list[Layer], fig: RooflineFigures, inference_overhead_us: float) -> float:
+def network_ms(layers: list[Layer], fig: RooflineFigures, inference_overhead_us: float,
+               precision: str | None = None) -> float:
     """A network's time on a roofline: its layers' times and one inference's fixed cost (what an
-    estimate's :meth:`~hwsearch.targets._target.Target.price` gives: its calibration is the plain sum)."""
-    return sum(roofline_ms(layer, fig) for layer in layers) + inference_overhead_us / 1e3
+    estimate's :meth:`~hwsearch.targets._target.Target.price` gives: its calibration is the plain sum).
+    A published fp16 run is priced at the device's fp16 peak where it has one (see :func:`roofline_ms`)."""
+    return sum(roofline_ms(layer, fig, precision) for layer in layers) + inference_overhead_us / 1e3
 
 
 def validate(device: str, fig: RooflineFigures, inference_overhead_us: float) -> Validation | None:
@@ -156,7 +207,8 @@ def validate(device: str, fig: RooflineFigures, inference_overhead_us: float) ->
     for p in published(device):
         builder = BUILDERS[str(p["builder"])]
         layers = builder(float(p["width"]), int(p["resolution"]), int(p["classes"]), str(p["precision"]))
-        predicted = network_ms(layers, fig, inference_overhead_us)
+        precision = str(p["precision"])
+        predicted = network_ms(layers, fig, inference_overhead_us, "fp16" if precision == "fp16" else None)
         compared = float(p["measured_ms"]) * float(p["clock_factor"])
         rows.append(ValidationRow(network=str(p["network"]), precision=str(p["precision"]), predicted_ms=predicted,
                                   measured_ms=float(p["measured_ms"]), compared_ms=compared,

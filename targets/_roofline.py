@@ -80,15 +80,21 @@ def _compute_s(wk: Work, fig: RooflineFigures, prec: str) -> float:
             + wk.small_macs / (peak * eff["small"]))
 
 
+ACT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
+
+
 def _bytes(layer: Layer, wk: Work, prec: str) -> float:
-    act = 1 if prec == "int8" else 4
     acts = math.prod(layer.in_shape) + math.prod(layer.out_shape) + wk.inner_elems
-    return layer_size_bits(layer) / 8 + acts * act
+    return layer_size_bits(layer) / 8 + acts * ACT_BYTES[prec]
 
 
-def roofline_ms(layer: Layer, fig: RooflineFigures) -> float:
-    """A layer's estimated time alone, in milliseconds (see the module)."""
-    prec, wk = precision_of(layer.w_bits, layer.a_bits), layer_work(layer)
+def roofline_ms(layer: Layer, fig: RooflineFigures, precision: str | None = None) -> float:
+    """A layer's estimated time alone, in milliseconds (see the module). ``precision`` overrides the
+    one its bits imply (:func:`~hwsearch.targets._cost.precision_of`): "fp16" prices a published fp16
+    run at the device's fp16 peak where its figures give one (the space itself runs 16 bits as fp32)."""
+    prec, wk = precision or precision_of(layer.w_bits, layer.a_bits), layer_work(layer)
+    if prec not in fig.gmacs:
+        prec = "fp32"
     seconds = max(_compute_s(wk, fig, prec), _bytes(layer, wk, prec) / (fig.bandwidth_gbs * 1e9))
     return seconds * 1e3 + wk.ops * fig.op_overhead_us / 1e3
 

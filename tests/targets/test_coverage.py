@@ -148,11 +148,27 @@ def test_a_measured_profile_of_another_device_names_what_fills_a_missing_layer(t
 
 
 def test_each_estimate_carries_its_check_against_published_measurements():
-    from hwsearch.targets._published import mobilenet_v1, mobilenet_v2, resnet8
+    from hwsearch.targets._published import (
+        mobilenet_v1,
+        mobilenet_v2,
+        network_ms,
+        resnet8,
+        resnet18,
+        resnet34,
+        resnet50,
+    )
 
     # the networks are the published ones: their multiply-adds are the papers' (millions)
-    macs = {f.__name__: sum(lay.macs for lay in f(1.0, 224, 1000, "fp32")) / 1e6 for f in (mobilenet_v1, mobilenet_v2)}
+    macs = {f.__name__: sum(lay.macs for lay in f(1.0, 224, 1000, "fp32")) / 1e6
+            for f in (mobilenet_v1, mobilenet_v2, resnet18, resnet34, resnet50)}
     assert round(macs["mobilenet_v1"]) == 569 and round(macs["mobilenet_v2"]) == 301
+    assert [round(macs[f"resnet{n}"], -1) for n in (18, 34, 50)] == [1810, 3660, 4090]
+    # a published fp16 run is priced at the fp16 peak where the device has one, else as fp32
+    jetson, pi = ({d.name: d for d in DEVICES}[n] for n in ("jetson-orin-nano", "rpi4-a72"))
+    for dev, faster in ((jetson, True), (pi, False)):
+        r18 = resnet18(1.0, 224, 3, "fp16")
+        fp16, fp32 = (network_ms(r18, dev.figures, dev.inference_overhead_us, p) for p in ("fp16", None))
+        assert (fp16 < fp32 / 2) if faster else fp16 <= fp32
     assert round(sum(lay.macs for lay in resnet8(1.0, 32, 10, "int8")) / 1e6, 1) == 12.5
     assert round(sum(lay.macs for lay in mobilenet_v1(0.25, 96, 2, "int8")) / 1e6, 1) == 7.5
     for dev in DEVICES:
