@@ -2,6 +2,7 @@
 
     python bench/reference.py [--data ../shared/datasets/cifar10/train] [--epochs 20] [--trials 40]
                               [--final 4] [--work bench/state/reference] [--device auto] [--smoke]
+                              [--phases profile,reference,search,final,export,compare]
 
 Profile, reference, search, final training, export and comparison, each resumable: results go to
 ``bench/results/reference.json`` after every phase and every candidate, and a re-run skips what is
@@ -230,7 +231,8 @@ class Bench:
         return dict(self.results["profile"]["budget"])
 
     def spec_path(self) -> Path:
-        """The search's spec, written once (its budget from the profile phase)."""
+        """The search's spec, written once (its budget from the profile phase; before that phase, as
+        when ``--phases reference`` runs first, without a budget, which nothing that trains reads)."""
         import yaml
 
         path = self.work / "search.yaml"
@@ -240,7 +242,7 @@ class Bench:
             "dataset": {"name": "imagefolder", "path": str(Path(self.args.data).resolve()), "limit": s.search_limit,
                         "val_fraction": s.val_fraction, "seed": SEED},
             "target": "local-cpu",
-            "budget": self.budget,
+            "budget": self.budget if "budget" in self.results.get("profile", {}) else {},
             "objectives": OBJECTIVES,
             "space": s.space,
             "teacher": {"onnx": str(TEACHER), **TEACHER_SPEC},
@@ -814,7 +816,13 @@ def main() -> None:
                     help="runs, checkpoints and the profile cache (default bench/state/reference, tracked by git)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--smoke", action="store_true", help="the whole flow, tiny, into its own work folder and results")
+    ap.add_argument("--phases", help="run only these phases, comma-separated (e.g. 'reference', which trains "
+                    "ResNet-8 and runs on any host: a stretch of work while the host is not quiet enough to time)")
     args = ap.parse_args()
+    names = [name for name, _ in PHASES]
+    only = set(args.phases.split(",")) if args.phases else set(names)
+    if only - set(names):
+        sys.exit(f"error: --phases: no phase {', '.join(sorted(only - set(names)))}; the phases are {', '.join(names)}")
     check_data(args.data)
     sizes = SMOKE if args.smoke else Sizes()
     changes = {k: v for k, v in (("epochs", args.epochs), ("finetune_epochs", args.finetune_epochs),
@@ -841,6 +849,9 @@ def main() -> None:
         if b.done(name):
             log(f"{name}: done before ({b.results['phases'][name]['wall_s'] / 60:.1f} min)")
             continue
+        if name not in only:
+            log(f"{name}: not asked for (--phases)")
+            continue
         profiled_on = b.results.get("profile", {}).get("host")
         if name in TIMED_PHASES and profiled_on and profiled_on != _host():
             sys.exit(f"error: phase {name!r} prices or times networks, and this benchmark's profile was measured on "
@@ -851,7 +862,9 @@ def main() -> None:
     total = sum(p["wall_s"] for p in b.results["phases"].values())
     b.results["total_wall_s"] = total
     b.save()
-    log(f"\nall phases: {total / 60:.1f} min; results in {b.path}")
+    left = [name for name in names if not b.done(name)]
+    log(f"\n{'phases left: ' + ', '.join(left) if left else 'all phases'}: {total / 60:.1f} min so far; "
+        f"results in {b.path}")
 
 
 if __name__ == "__main__":
