@@ -313,7 +313,7 @@ def _check_timings(target, args) -> int:
 
 
 def cmd_latency_check(args) -> int:
-    from hwsearch.targets._profiling import check_latency
+    from hwsearch.targets._profiling import AGAIN_AGREE, check_latency
 
     if args.threads and args.target != "local-cpu":
         return _fail(
@@ -348,6 +348,11 @@ def cmd_latency_check(args) -> int:
     print(
         f"  at this moment's typical speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}"
     )
+    again = report["misses_again"]
+    if again["misses"]:
+        print(f"  misses measured again: {again['confirmed']} of {again['misses']} read within {AGAIN_AGREE:.0%} of "
+              f"their first reading (the model's error); with the second readings {again['within_10pct_again']:.0%} "
+              "within +-10%")
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print("  worst cases:")

@@ -121,6 +121,12 @@ def test_a_check_on_a_busy_or_changed_host_says_so():
     busy = check_warnings({**quiet, "busy": 1.92, "host": {"busy_batches": 3}})
     assert any("busy during the check" in w and "1.92x" in w for w in busy) and any("3 batch" in w for w in busy)
     assert "1.54x as slow" in check_warnings({**quiet, "host_drift": 1.54})[0]
+    # Busy, but the misses read the same when measured again: the model's error, said as such.
+    again = {"misses": 4, "confirmed": 3, "within_10pct_again": 0.9}
+    (model,) = check_warnings({**quiet, "busy": 1.72, "misses_again": again})
+    assert "1.72x" in model and "3 of its 4 misses" in model and "model's own error" in model
+    (noise,) = check_warnings({**quiet, "busy": 1.72, "misses_again": {**again, "confirmed": 2}})
+    assert "check again on a quiet host" in noise
 
 
 def test_calibration_networks_reach_the_floor_of_the_space():

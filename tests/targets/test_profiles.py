@@ -274,6 +274,10 @@ def test_latency_check_reports_json_on_a_tiny_space(tmp_path):
     assert all(w["predicted_ms"] > 0 and w["measured_ms"] > 0 for w in report["worst"])
     assert report["host_drift"] > 0 and report["busy"] > 0 and report["host"]["noise"] >= 1
     assert len(report["rows"]) == 8 and 0 <= report["raw"]["within_10pct"] <= 1
+    again, missed = report["misses_again"], [r for r in report["rows"] if abs(r["error"]) > 0.10]
+    assert again["misses"] == len(missed) and 0 <= again["confirmed"] <= again["misses"]
+    assert all(r["measured_again_ms"] > 0 for r in missed)  # each miss measured a second time
+    assert not any("measured_again_ms" in r for r in report["rows"] if r not in missed)
     text = subprocess.run(hwsearch_cmd() + ["latency-check", "--spec", spec, "--n", "4", "--no-progress"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert text.returncode == 0 and "within +-10%" in text.stdout and "Kendall's tau" in text.stdout
