@@ -36,7 +36,7 @@ import streamlit as st
 
 from hwsearch.search.outputs import Repricing, RunResults, non_dominated, run_storage, storage_stamp, study_names
 from hwsearch.search.study import FINAL_DIR, CorruptJournal
-from hwsearch.spaces import BlockPlan, Candidate, HeadPlan, Layer, NetworkPlan, StemPlan
+from hwsearch.spaces import BlockPlan, Candidate, FusedBlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan
 from hwsearch.targets import COST_METRICS, estimate_band, get_target, is_estimate, target_names
 
 RUNS_ENV = "HWSEARCH_APP_RUNS"
@@ -352,9 +352,11 @@ def _stem_row(layer: StemPlan) -> dict[str, object]:
             "out": layer.cout}
 
 
+@_layer_row.register(FusedBlockPlan)  # the same rule, branching on ``fused``
 @_layer_row.register
 def _block_row(b: BlockPlan) -> dict[str, object]:
-    return {"kernel": b.kernel, "stride": b.stride, "expand": b.cmid_dense // b.cin, "expanded": b.cmid_dense,
+    return {"kernel": b.kernel, "stride": b.stride, "fused": "yes" if b.fused else "",
+            "expand": b.cmid_dense // b.cin, "expanded": b.cmid_dense,
             "after pruning": b.cmid, "pruned": 1 - b.cmid / b.cmid_dense,
             "squeeze-excite": f"{b.se} ch" if b.se else "", "activation": b.act,
             "residual": "yes" if b.residual else "", "out": b.cout}
@@ -372,8 +374,8 @@ def architecture(plan: NetworkPlan, blocks: dict[str, float]) -> pd.DataFrame:
     rows = [{"layer": layer.name, "in": layer.cin, "bits": f"w{layer.w_bits}a{layer.a_bits}",
              "latency (ms)": blocks.get(layer.name), "share": blocks.get(layer.name, 0) / total, **_layer_row(layer)}
             for layer in plan.layers]
-    columns = ["layer", "kernel", "stride", "expand", "in", "expanded", "after pruning", "pruned", "out", "bits",
-               "squeeze-excite", "activation", "residual", "latency (ms)", "share"]
+    columns = ["layer", "kernel", "stride", "fused", "expand", "in", "expanded", "after pruning", "pruned", "out",
+               "bits", "squeeze-excite", "activation", "residual", "latency (ms)", "share"]
     counts = ["kernel", "stride", "expand", "in", "expanded", "after pruning", "out"]
     return pd.DataFrame(rows, columns=columns).astype({c: "Int64" for c in counts})
 

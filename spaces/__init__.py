@@ -4,11 +4,11 @@ demand so that this package loads without torch)."""
 
 from hwsearch.spaces._candidate import ACTIVATIONS, BIT_WIDTHS, EXPAND_RATIOS, KERNELS, Candidate, Stage
 from hwsearch.spaces._config import SpaceSpec, StageSpace, space_presets
-from hwsearch.spaces._plan import BlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan, build_plan
+from hwsearch.spaces._plan import BlockPlan, FusedBlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan, build_plan
 from hwsearch.spaces._space import extremes, params_of, space
 
 __all__ = [
-    "ACTIVATIONS", "BIT_WIDTHS", "EXPAND_RATIOS", "KERNELS", "BlockPlan", "Candidate", "HeadPlan", "Layer",
-    "NetworkPlan", "SpaceSpec", "Stage", "StageSpace", "StemPlan", "build_plan", "extremes", "params_of", "space",
-    "space_presets",
+    "ACTIVATIONS", "BIT_WIDTHS", "EXPAND_RATIOS", "KERNELS", "BlockPlan", "Candidate", "FusedBlockPlan", "HeadPlan",
+    "Layer", "NetworkPlan", "SpaceSpec", "Stage", "StageSpace", "StemPlan", "build_plan", "extremes", "params_of",
+    "space", "space_presets",
 ]

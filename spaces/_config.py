@@ -6,7 +6,15 @@ import math
 from collections.abc import Hashable
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hwsearch.spaces._candidate import MAX_PRUNE
 
@@ -59,6 +67,10 @@ class SpaceSpec(_Strict):
     kernels: list[Literal[3, 5, 7]] = Field(default=[3, 5, 7], min_length=1)
     expand_ratios: list[Literal[1, 3, 4, 6]] = Field(default=[1, 3, 4, 6], min_length=1)
     se: list[bool] = Field(default=[False, True], min_length=1, description="squeeze-excite choices")
+    fused: list[bool] = Field(
+        default=[False], min_length=1,
+        description="fused blocks (one dense kxk convolution in place of the 1x1 expansion and the depthwise one, "
+                    "EfficientNetV2's Fused-MBConv) choices; [False, True] searches both")
     activations: list[Literal["relu", "hswish"]] = Field(default=["relu", "hswish"], min_length=1)
     prune_ratios: list[float] = Field(
         default=[0.0, 0.25, 0.5], min_length=1,
@@ -77,7 +89,7 @@ class SpaceSpec(_Strict):
             raise ValueError(f"stem widths must be in 1..4096, got {v}")
         return _distinct(v)
 
-    @field_validator("kernels", "expand_ratios", "se", "activations", "weight_bits", "activation_bits")
+    @field_validator("kernels", "expand_ratios", "se", "fused", "activations", "weight_bits", "activation_bits")
     @classmethod
     def _unique(cls, v: list[_H]) -> list[_H]:
         return _distinct(v)
@@ -109,6 +121,15 @@ class SpaceSpec(_Strict):
             raise ValueError("prune_ratios > 0 need an expand ratio > 1: pruning removes expanded channels")
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Without ``fused`` while it is the default [False]: a space written before fused blocks
+        existed keeps its fingerprint (profiles' calibrations and studies' contracts name it)."""
+        data: dict[str, object] = handler(self)
+        if list(self.fused) == [False]:
+            data.pop("fused", None)
+        return data
+
     @property
     def pruning(self) -> bool:
         return any(r > 0 for r in self.prune_ratios)
@@ -117,7 +138,7 @@ class SpaceSpec(_Strict):
         """Number of distinct discrete configurations (distillation's continuous range excluded)."""
         n_prune = len(self.prune_ratios)
         expanded = sum(1 for e in self.expand_ratios if e > 1)
-        per_stage_shape = len(self.kernels) * len(self.se) * len(self.activations) * (
+        per_stage_shape = len(self.kernels) * len(self.se) * len(self.fused) * len(self.activations) * (
             (len(self.expand_ratios) - expanded) + expanded * n_prune)
         bits = len(self.weight_bits) * len(self.activation_bits)
         total = len(self.stem_widths) * (1 if self.bits_per_stage else bits)

@@ -118,9 +118,11 @@ class StemPlan(_LayerPlan):
 
 @dataclass(frozen=True)
 class BlockPlan(_LayerPlan):
-    """One inverted residual block: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project."""
+    """One inverted residual block: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project
+    (:class:`FusedBlockPlan`, a subclass, for a fused stage's blocks)."""
 
-    kind: ClassVar[Literal["ir"]] = "ir"
+    kind: ClassVar[Literal["ir", "fmb"]] = "ir"
+    fused: ClassVar[bool] = False
 
     name: str
     stage: int
@@ -174,6 +176,38 @@ class BlockPlan(_LayerPlan):
 
 
 @dataclass(frozen=True)
+class FusedBlockPlan(BlockPlan):
+    """One fused inverted residual block (Fused-MBConv): kxk dense convolution to the expanded
+    channels -> [SE] -> 1x1 project. ``cmid`` is ``cin * expand``, less what pruning removes; at
+    expand 1 the kxk convolution keeps the input's width and the projection still follows (as
+    timm's ``EdgeResidual``). Its own kind: its profile entries and calibration terms are its own."""
+
+    kind: ClassVar[Literal["ir", "fmb"]] = "fmb"
+    fused: ClassVar[bool] = True
+
+    @property
+    def has_expand(self) -> bool:
+        return False  # no 1x1 expansion: the kxk convolution expands
+
+    @property
+    def convs(self) -> dict[str, ConvShape]:
+        shapes: dict[str, ConvShape] = {"fused": ((self.cmid, self.cin, self.kernel, self.kernel), 1)}
+        if self.se:
+            shapes["se_reduce"] = ((self.se, self.cmid, 1, 1), 1)
+            shapes["se_expand"] = ((self.cmid, self.se, 1, 1), 1)
+        shapes["project"] = ((self.cout, self.cmid, 1, 1), 1)
+        return shapes
+
+    @property
+    def macs(self) -> int:
+        ho, wo = self.hw_out
+        macs = self.cin * self.cmid * self.kernel**2 * ho * wo + self.cmid * self.cout * ho * wo
+        if self.se:
+            macs += 2 * self.cmid * self.se
+        return macs
+
+
+@dataclass(frozen=True)
 class HeadPlan(_LayerPlan):
     """Global average pool and a linear classifier."""
 
@@ -199,7 +233,7 @@ class HeadPlan(_LayerPlan):
         return self.cin * self.num_classes
 
 
-Layer = StemPlan | BlockPlan | HeadPlan
+Layer = StemPlan | BlockPlan | FusedBlockPlan | HeadPlan
 LAYER_KINDS: tuple[type[Layer], ...] = get_args(Layer)  # every kind, for contract tests
 
 
@@ -209,7 +243,7 @@ class NetworkPlan:
     input_shape: tuple[int, int, int]  # C, H, W
     num_classes: int
     stem: StemPlan
-    blocks: tuple[BlockPlan, ...]
+    blocks: tuple[BlockPlan, ...]  # fused ones are BlockPlans too
     head: HeadPlan
 
     @property
@@ -247,7 +281,8 @@ def _stem(c: int, hw_in: tuple[int, int], stride: int, cout: int, act: str, w_bi
 def _block(si: int, bi: int, cin: int, stage: Stage, stride: int, hw: tuple[int, int]) -> BlockPlan:
     hw_out = _after(hw, stride)
     dense = cin * stage.expand
-    return BlockPlan(
+    kind = FusedBlockPlan if stage.fused else BlockPlan
+    return kind(
         name=f"s{si}.b{bi}", stage=si, index=bi, cin=cin,
         cmid=kept_channels(dense, stage.prune) if stage.expand > 1 else dense,
         cmid_dense=dense, cout=stage.width, kernel=stage.kernel, stride=stride,
@@ -294,8 +329,8 @@ def reachable_layers(config: SpaceSpec, input_shape: tuple[int, int, int], num_c
     c, h, w = input_shape
     stem_stride, strides = stage_strides(min(h, w), len(config.stages))
     bits = list(product(config.weight_bits, config.activation_bits))
-    shapes = [(k, e, p, se, act) for k, e, se, act in product(config.kernels, config.expand_ratios, config.se,
-                                                               config.activations)
+    shapes = [(k, e, p, se, act, fu) for k, e, se, act, fu in product(config.kernels, config.expand_ratios, config.se,
+                                                                       config.activations, config.fused)
               for p in (config.prune_ratios if e > 1 else [0.0])]
     stems = [_stem(c, (h, w), stem_stride, cout, act, wb, ab) for cout, act, (wb, ab)
              in product(config.stem_widths, config.activations, bits)]
@@ -308,9 +343,9 @@ def reachable_layers(config: SpaceSpec, input_shape: tuple[int, int, int], num_c
         if max(st.depths) > 1:
             entries += [(None, 1, hw_next)]
         for cin, s, hw_in in entries:
-            for width, (k, e, p, se, act), (wb, ab) in product(st.widths, shapes, bits):
+            for width, (k, e, p, se, act, fu), (wb, ab) in product(st.widths, shapes, bits):
                 stage = Stage(depth=1, kernel=k, expand=e, width=width, se=se, act=act, prune=p,
-                              w_bits=wb, a_bits=ab)
+                              w_bits=wb, a_bits=ab, fused=fu)
                 layers.append(_block(si, 0, width if cin is None else cin, stage, s, hw_in))
         cins, hw = list(st.widths), hw_next
     layers += [_head(cin, num_classes, hw, wb, ab) for cin, (wb, ab) in product(cins, bits)]

@@ -283,11 +283,18 @@ class SqueezeExcite(nn.Module):
 
 
 class InvertedResidual(nn.Module):
+    """An inverted residual block, or a fused one (``plan.fused``): then ``dw`` is the dense kxk
+    convolution from the input to the expanded channels and there is no ``expand`` (the name is
+    kept so that both kinds' weights share one layout of state)."""
+
     def __init__(self, plan: BlockPlan, cmid: int) -> None:
         super().__init__()
         self.plan = plan
         self.expand = ConvBNAct(plan.cin, cmid, 1, act=plan.act) if plan.has_expand else None
-        self.dw = ConvBNAct(cmid, cmid, plan.kernel, plan.stride, groups=cmid, act=plan.act)
+        if plan.fused:
+            self.dw = ConvBNAct(plan.cin, cmid, plan.kernel, plan.stride, act=plan.act)
+        else:
+            self.dw = ConvBNAct(cmid, cmid, plan.kernel, plan.stride, groups=cmid, act=plan.act)
         self.se = SqueezeExcite(cmid, plan.se) if plan.se else None
         self.project = ConvBNAct(cmid, plan.cout, 1, act=None)
 
@@ -358,7 +365,8 @@ def deployed_param_count(net: Net) -> int:
 # --------------------------------------------------------------------------------------------
 
 def channel_importance(block: InvertedResidual) -> torch.Tensor:
-    """L1 norm of each expanded channel's expand filter (depthwise filter when not expanded)."""
+    """L1 norm of each expanded channel's expand filter (the kxk filter of a fused block; the
+    depthwise one when not expanded)."""
     w = block.expand.conv.weight if block.expand is not None else block.dw.conv.weight
     return w.detach().abs().sum(dim=(1, 2, 3))
 
@@ -392,11 +400,12 @@ def prune(net: Net) -> Net:
             small_b.load_state_dict(big_b.state_dict())
             continue
         keep = torch.sort(torch.topk(channel_importance(big_b), plan.cmid).indices).values
-        assert big_b.expand is not None and small_b.expand is not None  # only expanded channels are pruned
+        assert plan.fused or (big_b.expand is not None and small_b.expand is not None)  # expanded channels only
         with torch.no_grad():
-            small_b.expand.conv.weight.copy_(big_b.expand.conv.weight[keep])
-            _copy_bn(small_b.expand.bn, big_b.expand.bn, keep)
-            small_b.dw.conv.weight.copy_(big_b.dw.conv.weight[keep])
+            if big_b.expand is not None and small_b.expand is not None:
+                small_b.expand.conv.weight.copy_(big_b.expand.conv.weight[keep])
+                _copy_bn(small_b.expand.bn, big_b.expand.bn, keep)
+            small_b.dw.conv.weight.copy_(big_b.dw.conv.weight[keep])  # depthwise, or a fused block's dense kxk
             _copy_bn(small_b.dw.bn, big_b.dw.bn, keep)
             if big_b.se is not None:
                 assert small_b.se is not None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from hwsearch.spaces._plan import BlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan
+from hwsearch.spaces._plan import BlockPlan, FusedBlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan
 
 BIAS_BITS = 32
 PRECISIONS = ("fp32", "int8")
@@ -94,12 +94,14 @@ def _stem_peak_bits(layer: StemPlan) -> int:
     return (layer.cin * h * w + layer.cout * ho * wo) * layer.a_bits
 
 
+@layer_peak_bits.register(FusedBlockPlan)  # the same rule, branching on ``fused``
 @layer_peak_bits.register
 def _block_peak_bits(b: BlockPlan) -> int:
     (h, w), (ho, wo) = b.hw_in, b.hw_out
     x, mid_in, mid_out, out = b.cin * h * w, b.cmid * h * w, b.cmid * ho * wo, b.cout * ho * wo
     held = x if b.residual else 0
-    steps = [mid_in + mid_out + held, mid_out + out + held]  # depthwise, project
+    # depthwise (a fused block's dense kxk: from the input), project
+    steps = [(x if b.fused else mid_in) + mid_out + held, mid_out + out + held]
     if b.has_expand:
         steps.append(x + mid_in)
     if b.se:

@@ -79,6 +79,12 @@ def key_terms(key: BlockKey) -> dict[str, float]:
     if key.kind == "head":
         return {"ops": 1.0, "small": key.cin * key.cout / 1e6, "kelems": key.cin * h * w / 1e3,
                 "kparams": key.cin * key.cout / 1e3}
+    if key.kind == "fmb":  # dense kxk to the expanded channels, [squeeze-excite], 1x1 project
+        return {"ops": 2.0 + 4 * bool(key.se) + key.residual,
+                "dense": (key.cin * key.mid * key.kernel**2 + key.mid * key.cout) * ho * wo / 1e6,
+                "small": 2 * key.mid * key.se / 1e6,
+                "kelems": (key.cin * h * w + key.cout * ho * wo + 2 * key.mid * ho * wo) / 1e3,
+                "kparams": (key.cin * key.mid * key.kernel**2 + key.mid * key.cout + 2 * key.mid * key.se) / 1e3}
     mid = key.mid or key.cin
     expand = key.cin * key.mid * h * w if key.mid else 0
     return {"ops": 1.0 + bool(key.mid) + 4 * bool(key.se) + key.residual,
@@ -157,7 +163,7 @@ def fit_extension(entries: Mapping[str, Entry]) -> Extension:
     errors: dict[bool, list[float]] = {True: [], False: []}  # anchored or not -> relative errors
     held = []
     for name, rows in groups.items():
-        if not name.startswith("ir|"):
+        if not name.startswith(("ir|", "fmb|")):
             continue
         top = max(k.h * k.w for k, _ in rows)
         train = [r for r in rows if r[0].h * r[0].w < top]

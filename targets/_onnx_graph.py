@@ -24,7 +24,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hwsearch.spaces._plan import BlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan
+from hwsearch.spaces._plan import BlockPlan, FusedBlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan
 from hwsearch.targets._cost import precision_of
 
 OPSET = 17
@@ -70,8 +70,8 @@ def grid_step(cw: ConvWeights) -> npt.NDArray[np.float32]:
 
 @dataclass
 class LayerWeights:
-    """A layer's parameters by role: 'conv' (stem), 'expand', 'dw', 'se_reduce', 'se_expand',
-    'project', 'fc' (head), plus the output activation scale for int8 graphs."""
+    """A layer's parameters by role: 'conv' (stem), 'expand', 'dw', 'fused' (a fused block's dense
+    kxk), 'se_reduce', 'se_expand', 'project', 'fc' (head), plus the output activation scale for int8 graphs."""
 
     convs: dict[str, ConvWeights] = field(default_factory=dict)
     out_scale: float = 0.05
@@ -212,13 +212,17 @@ def _emit_stem(layer: StemPlan, g: GraphBuilder, x: str, lw: LayerWeights) -> st
     return g.conv_act(x, lw.convs["conv"], p, layer.act, layer.stride)
 
 
+@emit_layer.register(FusedBlockPlan)  # the same rule, branching on ``fused``
 @emit_layer.register
 def _emit_block(layer: BlockPlan, g: GraphBuilder, x: str, lw: LayerWeights) -> str:
     p = precision_of(layer.w_bits, layer.a_bits)
     y = x
-    if layer.has_expand:
-        y = g.conv_act(y, lw.convs["expand"], p, layer.act)
-    y = g.conv_act(y, lw.convs["dw"], p, layer.act, layer.stride, groups=layer.cmid)
+    if layer.fused:
+        y = g.conv_act(y, lw.convs["fused"], p, layer.act, layer.stride)
+    else:
+        if layer.has_expand:
+            y = g.conv_act(y, lw.convs["expand"], p, layer.act)
+        y = g.conv_act(y, lw.convs["dw"], p, layer.act, layer.stride, groups=layer.cmid)
     if layer.se:
         s = _out_qdq(g, g.node("GlobalAveragePool", [y]), lw, p)
         s = g.conv_act(s, lw.convs["se_reduce"], p, "relu")
@@ -252,6 +256,7 @@ def _stem_int8_io(layer: StemPlan) -> tuple[bool, bool]:
     return False, True
 
 
+@_kind_int8_io.register(FusedBlockPlan)  # the same rule, branching on ``fused``
 @_kind_int8_io.register
 def _block_int8_io(layer: BlockPlan) -> tuple[bool, bool]:
     return True, True

@@ -17,7 +17,7 @@ from typing import Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from hwsearch.spaces._plan import LAYER_KINDS, BlockPlan, HeadPlan, Layer, StemPlan
+from hwsearch.spaces._plan import LAYER_KINDS, BlockPlan, FusedBlockPlan, HeadPlan, Layer, StemPlan
 from hwsearch.targets._cost import Latency, precision_of
 from hwsearch.targets._errors import TargetError
 from hwsearch.targets._extend import Anchors, Extension, extend_price
@@ -129,7 +129,7 @@ class SelfCheck(_Model):
 PASS_WITHIN_10PCT, PASS_TAU = 0.9, 0.9  # a self-check passes with this share within 10% and this tau
 
 
-KINDS = tuple(kind.kind for kind in LAYER_KINDS)  # ("stem", "ir", "head"): one per layer kind
+KINDS = tuple(kind.kind for kind in LAYER_KINDS)  # ("stem", "ir", "fmb", "head"): one per layer kind
 PRIOR = {"fp32_ms": 1.0, "int8_ms": 1.0}  # uncalibrated: the lookups' sum, as measured
 _LEGACY = {"fp32_scale": "fp32_ms", "int8_scale": "int8_ms", "fp32_ms_per_kelem": "fp32_kelems",
            "int8_ms_per_kelem": "int8_kelems"}  # version 2 files' coefficient fields
@@ -211,9 +211,10 @@ class Calibration(_Model):
 
 class BlockKey(NamedTuple):
     """The typed key of a layer's entry; its string form is the key in the file, e.g.
-    ``ir|8x8|16-48-24|k3|s1|se12|hswish|res|int8`` (``mid`` 0: no expand convolution)."""
+    ``ir|8x8|16-48-24|k3|s1|se12|hswish|res|int8`` (``mid`` 0: no expand convolution), or
+    ``fmb|...`` in the same form for a fused block (``mid``: the dense kxk's output channels)."""
 
-    kind: Literal["stem", "ir", "head"]
+    kind: Literal["stem", "ir", "fmb", "head"]
     h: int
     w: int
     cin: int
@@ -232,7 +233,7 @@ class BlockKey(NamedTuple):
             return f"stem|{hw}|{self.cin}-{self.cout}|k{self.kernel}|s{self.stride}|{self.act}|{self.precision}"
         if self.kind == "head":
             return f"head|{hw}|{self.cin}-{self.cout}|{self.precision}"
-        return (f"ir|{hw}|{self.cin}-{self.mid}-{self.cout}|k{self.kernel}|s{self.stride}|se{self.se}|"
+        return (f"{self.kind}|{hw}|{self.cin}-{self.mid}-{self.cout}|k{self.kernel}|s{self.stride}|se{self.se}|"
                 f"{self.act}|{'res' if self.residual else 'nores'}|{self.precision}")
 
     @classmethod
@@ -246,13 +247,19 @@ class BlockKey(NamedTuple):
             if f[0] == "head" and len(f) == 4:
                 cin, cout = map(int, f[2].split("-"))
                 return cls("head", h, w, cin, 0, cout, 1, 1, 0, "none", False, f[3])
-            if f[0] == "ir" and len(f) == 9 and f[7] in ("res", "nores"):
+            if f[0] in ("ir", "fmb") and len(f) == 9 and f[7] in ("res", "nores"):
                 cin, mid, cout = map(int, f[2].split("-"))
-                return cls("ir", h, w, cin, mid, cout, int(f[3][1:]), int(f[4][1:]), int(f[5][2:]), f[6],
-                           f[7] == "res", f[8])
+                return cls("fmb" if f[0] == "fmb" else "ir", h, w, cin, mid, cout, int(f[3][1:]), int(f[4][1:]),
+                           int(f[5][2:]), f[6], f[7] == "res", f[8])
         except (ValueError, IndexError):
             pass
         raise ValueError(f"not a layer key: {text!r} (expected e.g. 'ir|8x8|16-48-24|k3|s1|se12|relu|res|int8')")
+
+    @property
+    def prunable(self) -> bool:
+        """A block with expanded channels: pruning changes ``mid``, so its latency is interpolated
+        between the widths measured of its :attr:`family`."""
+        return self.kind in ("ir", "fmb") and self.mid > 0
 
     @property
     def family(self) -> BlockKey:
@@ -278,11 +285,12 @@ def _stem_key(layer: StemPlan) -> BlockKey:
     return BlockKey(layer.kind, h, w, layer.cin, 0, layer.cout, layer.kernel, layer.stride, 0, layer.act, False, prec)
 
 
+@block_key.register(FusedBlockPlan)  # the same rule, branching on ``fused``
 @block_key.register
 def _block_key(b: BlockPlan) -> BlockKey:
     (h, w), prec = b.hw_in, precision_of(b.w_bits, b.a_bits)
-    return BlockKey(b.kind, h, w, b.cin, b.cmid if b.has_expand else 0, b.cout, b.kernel, b.stride, b.se, b.act,
-                    b.residual, prec)
+    mid = b.cmid if b.has_expand or b.fused else 0
+    return BlockKey(b.kind, h, w, b.cin, mid, b.cout, b.kernel, b.stride, b.se, b.act, b.residual, prec)
 
 
 @block_key.register
@@ -459,7 +467,7 @@ class Profile(_Model):
     def _from_table(self, layer: Layer, key: BlockKey) -> Latency:
         if key.kind == "head":
             return self._head_for(layer, key)
-        if key.kind == "ir" and key.mid > 0:
+        if key.prunable:
             points = self._families().get((key.family, key.align), [])
             below = [p for p in points if p[0] < key.mid]
             above = [p for p in points if p[0] > key.mid]
@@ -516,7 +524,7 @@ class Profile(_Model):
 
 
 def _index_one(index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]], k: BlockKey, entry: Entry) -> None:
-    if k.kind == "ir" and k.mid > 0:
+    if k.prunable:
         points = index.setdefault((k.family, k.align), [])
         points.append((k.mid, entry))
         points.sort(key=lambda p: p[0])

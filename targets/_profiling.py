@@ -157,7 +157,7 @@ def select_grid(layers: Iterable[Layer], every_width: bool = False) -> list[Laye
     groups: dict[tuple[BlockKey, int], list[BlockKey]] = {}
     chosen: list[Layer] = []
     for key, layer in unique.items():
-        if key.kind == "ir" and key.mid > 0:
+        if key.prunable:
             groups.setdefault((key.family, key.align), []).append(key)
         else:
             chosen.append(layer)
@@ -189,6 +189,7 @@ def _corner(config: SpaceSpec, pick: Callable[[Sequence[int]], list[int]], **als
     return config.model_copy(update={
         "stem_widths": pick(config.stem_widths), "stages": stages, "kernels": pick(list(config.kernels)),
         "expand_ratios": pick(list(config.expand_ratios)), "se": [False] if False in config.se else list(config.se),
+        "fused": [False] if False in config.fused else list(config.fused),
         **also})
 
 

@@ -15,7 +15,7 @@ from functools import singledispatch
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hwsearch.spaces._plan import BlockPlan, HeadPlan, Layer, StemPlan
+from hwsearch.spaces._plan import BlockPlan, FusedBlockPlan, HeadPlan, Layer, StemPlan
 from hwsearch.targets._cost import layer_size_bits, precision_of
 
 # Share of the peak reached, by kind of work (typical of hand-tuned kernels on small tensors).
@@ -60,9 +60,14 @@ def _stem_work(layer: StemPlan) -> Work:
     return Work(ops=1, dense_macs=layer.macs)
 
 
+@layer_work.register(FusedBlockPlan)  # the same rule, branching on ``fused``
 @layer_work.register
 def _block_work(b: BlockPlan) -> Work:
     (h, w), (ho, wo) = b.hw_in, b.hw_out
+    if b.fused:
+        return Work(ops=2 + 4 * bool(b.se) + b.residual,
+                    dense_macs=b.cin * b.cmid * b.kernel**2 * ho * wo + b.cmid * b.cout * ho * wo,
+                    small_macs=2 * b.cmid * b.se, inner_elems=b.cmid * ho * wo * 2)
     return Work(ops=2 + b.has_expand + 4 * bool(b.se) + b.residual,
                 dense_macs=b.cmid * b.cout * ho * wo + (b.cin * b.cmid * h * w if b.has_expand else 0),
                 depthwise_macs=b.cmid * b.kernel**2 * ho * wo, small_macs=2 * b.cmid * b.se,

@@ -134,7 +134,7 @@ def layer_weights(net, plan) -> list:
         convs = {}
         if block.expand is not None:
             convs["expand"] = conv(block.expand.conv, bp.w_bits)
-        convs["dw"] = conv(block.dw.conv, bp.w_bits)
+        convs["fused" if bp.fused else "dw"] = conv(block.dw.conv, bp.w_bits)
         if block.se is not None:
             convs["se_reduce"] = conv(block.se.reduce, bp.w_bits)
             convs["se_expand"] = conv(block.se.expand, bp.w_bits)

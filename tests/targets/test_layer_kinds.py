@@ -19,7 +19,7 @@ def test_every_layer_kind_has_a_rule_in_every_dispatch(dispatch, kind):
 
 
 def test_profile_features_cover_every_layer_kind():
-    assert KINDS == tuple(k.kind for k in LAYER_KINDS) == ("stem", "ir", "head")
+    assert KINDS == tuple(k.kind for k in LAYER_KINDS) == ("stem", "ir", "fmb", "head")
 
 
 @pytest.mark.parametrize("dispatch", DISPATCHES, ids=lambda d: d.__name__)

@@ -180,7 +180,7 @@ def test_grid_keeps_ends_and_spacing_and_everything_stays_priceable(tmp_path):
     by_class = {}
     for layer in grid:
         k = block_key(layer)
-        if k.kind == "ir" and k.mid > 0:
+        if k.prunable:
             by_class.setdefault((k.family, k.align), []).append(k.mid)
     for mids in by_class.values():
         mids.sort()
