@@ -152,12 +152,21 @@ class BlockPlan(_LayerPlan):
     def out_shape(self) -> tuple[int, ...]:
         return (self.cout, *self.hw_out)
 
-    @property
-    def convs(self) -> dict[str, ConvShape]:
+    def _front(self) -> tuple[dict[str, ConvShape], int]:
+        """The convolutions before squeeze-excite and the projection, and their multiply-adds:
+        [1x1 expand] (at the input's size), kxk depthwise (at the output's)."""
+        (h, w), (ho, wo) = self.hw_in, self.hw_out
         shapes: dict[str, ConvShape] = {}
+        macs = self.cmid * self.kernel**2 * ho * wo
         if self.has_expand:
             shapes["expand"] = ((self.cmid, self.cin, 1, 1), 1)
+            macs += self.cin * self.cmid * h * w
         shapes["dw"] = ((self.cmid, 1, self.kernel, self.kernel), self.cmid)
+        return shapes, macs
+
+    @property
+    def convs(self) -> dict[str, ConvShape]:
+        shapes = self._front()[0]
         if self.se:
             shapes["se_reduce"] = ((self.se, self.cmid, 1, 1), 1)
             shapes["se_expand"] = ((self.cmid, self.se, 1, 1), 1)
@@ -166,13 +175,8 @@ class BlockPlan(_LayerPlan):
 
     @property
     def macs(self) -> int:
-        (h, w), (ho, wo) = self.hw_in, self.hw_out
-        macs = self.cmid * self.kernel**2 * ho * wo + self.cmid * self.cout * ho * wo
-        if self.has_expand:
-            macs += self.cin * self.cmid * h * w
-        if self.se:
-            macs += 2 * self.cmid * self.se
-        return macs
+        ho, wo = self.hw_out
+        return self._front()[1] + 2 * self.cmid * self.se + self.cmid * self.cout * ho * wo
 
 
 @dataclass(frozen=True)
@@ -189,22 +193,10 @@ class FusedBlockPlan(BlockPlan):
     def has_expand(self) -> bool:
         return False  # no 1x1 expansion: the kxk convolution expands
 
-    @property
-    def convs(self) -> dict[str, ConvShape]:
-        shapes: dict[str, ConvShape] = {"fused": ((self.cmid, self.cin, self.kernel, self.kernel), 1)}
-        if self.se:
-            shapes["se_reduce"] = ((self.se, self.cmid, 1, 1), 1)
-            shapes["se_expand"] = ((self.cmid, self.se, 1, 1), 1)
-        shapes["project"] = ((self.cout, self.cmid, 1, 1), 1)
-        return shapes
-
-    @property
-    def macs(self) -> int:
+    def _front(self) -> tuple[dict[str, ConvShape], int]:
         ho, wo = self.hw_out
-        macs = self.cin * self.cmid * self.kernel**2 * ho * wo + self.cmid * self.cout * ho * wo
-        if self.se:
-            macs += 2 * self.cmid * self.se
-        return macs
+        return ({"fused": ((self.cmid, self.cin, self.kernel, self.kernel), 1)},
+                self.cin * self.cmid * self.kernel**2 * ho * wo)
 
 
 @dataclass(frozen=True)
