@@ -418,6 +418,32 @@ def prune(net: Net) -> Net:
     return small.train(net.training)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(net: Net, x: torch.Tensor, batches: int = 16, batch: int = 256) -> Net:
+    """Estimate every batch norm's running statistics afresh on the images ``x`` (its first
+    ``batches`` batches, in order, without augmentation), in place; returns ``net`` in eval mode.
+
+    Pruning removes channels that the next convolution summed, so the batch norms after a pruned
+    block hold the statistics of a network that no longer exists, and folding them shifts every
+    activation from there on. Re-estimating them (adaptive batch norm: Li et al., EagleEye, ECCV
+    2020) recovers most of a pruned network's accuracy before any fine-tuning. Measured on the
+    2-core Intel Xeon host, CIFAR-10 at the reference benchmark's search fidelity (9,000 images,
+    3 dense epochs, 50% of the last stage's expanded channels pruned): 14.6% right after pruning
+    and folding without it, 42.5% with it; 48.5% and 50.8% after one fine-tuning epoch (dense
+    52.4%)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    net.train()
+    for i in range(min(batches, math.ceil(len(x) / batch))):
+        net(x[i * batch:(i + 1) * batch])
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    return net.eval()
+
+
 # --------------------------------------------------------------------------------------------
 # Batch norm folding and quantization-aware training
 # --------------------------------------------------------------------------------------------

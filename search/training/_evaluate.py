@@ -1,7 +1,8 @@
 """Evaluate one candidate: the classic deployment pipeline, searched jointly.
 
-train dense (distilling from the teacher) -> prune (channels physically removed) -> fold batch
-norm -> quantization-aware fine-tuning at the candidate's bit widths -> validation accuracy.
+train dense (distilling from the teacher) -> prune (channels physically removed) -> re-estimate
+batch norm statistics (when channels were pruned) -> fold batch norm -> quantization-aware
+fine-tuning at the candidate's bit widths -> validation accuracy.
 
 Deterministic for a given seed on one device: initialisation and batch order come from a torch
 generator seeded by the caller, nothing reads a global random state.
@@ -297,7 +298,10 @@ def evaluation_steps(candidate: Candidate, data: Data, teacher_logits: np.ndarra
 
         clock.update(phase="prune_s", since=time.perf_counter())
         net.eval()
-        net = network.fold_batchnorm(network.prune(net))
+        net = network.prune(net)
+        if any(b.cmid < b.cmid_dense for b in plan.blocks):  # the batch norms after a pruned block are stale
+            network.recalibrate_batchnorm(net, tensors[0])
+        net = network.fold_batchnorm(net)
         timings = spent()
 
         clock.update(phase="finetune_s", since=time.perf_counter())

@@ -49,6 +49,30 @@ def test_pruning_keeps_the_most_important_channels():
     torch.testing.assert_close(small.blocks[0].project.conv.weight, block.project.conv.weight[:, keep])
 
 
+def test_recalibrated_batch_norms_hold_the_pruned_networks_own_statistics():
+    """After pruning, each batch norm's running mean and variance are those of the activations it
+    now sees (one batch of all the images here: the cumulative average is that batch's)."""
+    _, dense = make("c8:ir_r1_k3_e4_c8_re_p0.5_w32a32:ir_r1_k3_e6_c16_fu_re_p0.5_w32a32")
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    dense.train()
+    for _ in range(20):  # running statistics of the dense network
+        dense(x * 3 + 1)
+    small = network.prune(dense.eval())
+    seen = {}
+    bns = {m: name for name, m in small.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.__setitem__(bns[m], i[0].detach())) for m in bns]
+    assert network.recalibrate_batchnorm(small, x, batch=64) is small and not small.training
+    for h in hooks:
+        h.remove()
+    for m, name in bns.items():
+        torch.testing.assert_close(m.running_mean, seen[name].mean(dim=(0, 2, 3)), msg=name)
+        torch.testing.assert_close(m.running_var, seen[name].var(dim=(0, 2, 3), unbiased=True), msg=name)
+        assert m.momentum == 0.1  # restored
+    # the stale statistics were far from these: pruning and the dense network's inputs moved them
+    stale = network.prune(dense.eval()).blocks[0].project.bn.running_mean
+    assert not torch.allclose(stale, small.blocks[0].project.bn.running_mean, atol=0.05)
+
+
 def test_unpruned_network_is_unchanged_by_prune():
     _, dense = make("c8:ir_r1_k3_e4_c8_re_w32a32:ir_r1_k3_e1_c16_hs_w32a32")
     dense.eval()
