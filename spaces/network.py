@@ -400,9 +400,9 @@ def prune(net: Net) -> Net:
             small_b.load_state_dict(big_b.state_dict())
             continue
         keep = torch.sort(torch.topk(channel_importance(big_b), plan.cmid).indices).values
-        assert plan.fused or (big_b.expand is not None and small_b.expand is not None)  # expanded channels only
         with torch.no_grad():
-            if big_b.expand is not None and small_b.expand is not None:
+            if plan.has_expand:  # a fused block has none: its dense kxk below makes the expanded channels
+                assert big_b.expand is not None and small_b.expand is not None
                 small_b.expand.conv.weight.copy_(big_b.expand.conv.weight[keep])
                 _copy_bn(small_b.expand.bn, big_b.expand.bn, keep)
             small_b.dw.conv.weight.copy_(big_b.dw.conv.weight[keep])  # depthwise, or a fused block's dense kxk
