@@ -334,16 +334,26 @@ def input_adapter_model(input_shape: tuple[int, int, int], scale: float, mean: t
                         std: tuple[float, ...], dtype: int = TensorProto.UINT8, batch: int | str = "N",
                         opset: int = OPSET, ir_version: int = 8) -> onnx.ModelProto:
     """Raw pixels in, the network's input out: ``pixels`` (N, H, W, C) of ``dtype`` becomes
-    ``image`` (N, C, H, W) float, ``(pixels * scale - mean) / std`` per channel (one Mul, one Add).
-    Put in front of :func:`network_model` with ``onnx.compose.merge_models``."""
+    ``image`` (N, C, H, W) float, ``(pixels * scale - mean) / std`` per channel, as a 1x1
+    convolution with a diagonal weight (``scale / std``) and a bias (``-mean / std``). Put in front
+    of :func:`network_model` with ``onnx.compose.merge_models``.
+
+    Not a Mul and an Add: in an int8 file onnxruntime moves the Transpose past them, to cancel it
+    against the NHWC layout of its first ``QLinearConv``, and a per-channel Mul or Add over an NHWC
+    tensor broadcasts along an innermost axis of C (3) elements, which it runs element by element:
+    on CIFAR-10 (3x32x32, Intel Xeon, 1 thread) the adapter added 38 us to a network of 85 us (and
+    to ResNet-8's), the convolution 8.5 us; same outputs. In an fp32 file the Mul and Add ran about
+    6 us faster; one adapter serves both, and the profiles price it."""
     c, h, w = input_shape
     g = GraphBuilder()
     x = g.node("Cast", ["pixels"], "pixels_float", to=TensorProto.FLOAT)
     x = g.node("Transpose", [x], "pixels_nchw", perm=[0, 3, 1, 2])
     mean_, std_ = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    mul = g.const((scale / std_).astype(np.float32).reshape(1, c, 1, 1), "pixel_scale")
-    add = g.const((-mean_ / std_).astype(np.float32).reshape(1, c, 1, 1), "pixel_shift")
-    g.nodes.append(helper.make_node("Add", [g.node("Mul", [x, mul], "pixels_scaled"), add], ["image"]))
+    weight = np.zeros((c, c, 1, 1), np.float32)
+    weight[range(c), range(c), 0, 0] = scale / std_
+    w_ = g.const(weight, "pixel_scale")
+    b_ = g.const((-mean_ / std_).astype(np.float32), "pixel_shift")
+    g.nodes.append(helper.make_node("Conv", [x, w_, b_], ["image"]))
     model = g.model([("pixels", (batch, h, w, c), dtype)], [("image", (batch, c, h, w))])
     model.opset_import[0].version = opset
     model.ir_version = ir_version

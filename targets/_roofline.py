@@ -20,7 +20,7 @@ from hwsearch.targets._cost import layer_size_bits, precision_of
 
 # Share of the peak reached, by kind of work (typical of hand-tuned kernels on small tensors).
 EFFICIENCY = {"dense": 0.5, "depthwise": 0.2, "small": 0.1}
-ADAPTER_OPS = 4  # Cast, Transpose, Mul, Add (hwsearch.targets._onnx_graph.input_adapter_model)
+ADAPTER_OPS = 3  # Cast, Transpose, a 1x1 Conv (hwsearch.targets._onnx_graph.input_adapter_model)
 
 
 class RooflineFigures(BaseModel):
