@@ -513,7 +513,7 @@ def phase_reference(b: Bench) -> None:
 
 
 def reuse_reference(b: Bench) -> bool:
-    """A space's run other than the first takes ResNet-8's training from the first run (its entry and
+    """A run other than the first takes ResNet-8's training from the first run (its entry and
     weights, copied) where it trained on the same data with the same settings: ResNet-8 does not
     depend on the search's space. Its wall time is counted in this run's total too."""
     from hwsearch.search.training import train_settings
@@ -533,7 +533,7 @@ def reuse_reference(b: Bench) -> bool:
         log(f"ResNet-8 is trained again: the first run ({_rel(base_path)}) differs in "
             + ", ".join(k for k, v in same.items() if not v))
         return False
-    ref = json.loads(json.dumps(base["reference"]))
+    ref = base["reference"]
     for v in ref["variants"].values():
         (b.work / v["weights"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(STATE / NAME / v["weights"], b.work / v["weights"])
@@ -876,7 +876,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, help="search trials (default 40)")
     ap.add_argument("--final", type=int, help="candidates of the front trained at the final fidelity (default 4)")
     ap.add_argument("--work", type=Path,
-                    help="runs, checkpoints and the profile cache (default bench/state/reference, tracked by git)")
+                    help="runs, checkpoints, profile cache (default bench/state/reference[-RUN], tracked by git)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--run", default="depthwise", choices=list(RUNS),
                     help="which run: 'fused' adds fused blocks to the space, 'fused-20k' searches them at 4 + 1 "
