@@ -551,6 +551,9 @@ def phase_search(b: Bench) -> None:
 
     hwsearch("run", str(b.spec_path()), "--out", str(b.run_dir), "--trials", str(b.sizes.trials))
     rr = RunResults(b.run_dir)
+    if largest_trial(rr) is None and b.budget:  # a study begun before hwsearch seeded this candidate
+        hwsearch("run", str(b.spec_path()), "--out", str(b.run_dir), "--trials", str(len(rr.rows()) + 1))
+        rr = RunResults(b.run_dir)
     front = {r.number for r in rr.pareto()}
     trials = []
     s, n = b.sizes, _train_images(b.sizes.search_limit, b.sizes.val_fraction)
@@ -560,7 +563,7 @@ def phase_search(b: Bench) -> None:
             entry["macs"] = build_plan(Candidate.from_string(row.candidate), INPUT, CLASSES).macs
         if row.state == "complete":
             t = rr.detail(row.number).timings
-            entry.update(timings=t, pareto=row.number in front)
+            entry.update(timings=t, pareto=row.number in front, seeded=rr.detail(row.number).seeded)
             if t.get("train_s"):  # the dense phase's, validation included (as the final stage counts it)
                 entry["images_per_s"] = n * s.search_epochs / t["train_s"]
             if t.get("finetune_s") and s.search_finetune:
@@ -568,8 +571,29 @@ def phase_search(b: Bench) -> None:
         trials.append(entry)
     b.results["search"] = {"run": str(b.run_dir), "spec": str(b.spec_path()), "counts": rr.counts(),
                            "hypervolume": rr.hypervolume(), "front": sorted(front), "trials": trials,
-                           "train_images": n}
+                           "train_images": n, "largest_within_budget": largest_trial(rr)}
     log(f"search: {rr.counts()}; front: {len(front)} trials")
+
+
+def largest_trial(rr) -> int | None:
+    """The trial of the candidate with the most multiply-adds the budget admits, which hwsearch seeds."""
+    from hwsearch.search.engine._feasibility import LARGEST
+
+    return next((r.number for r in rr.rows() if rr.detail(r.number).seeded == LARGEST), None)
+
+
+def reopen_for_largest(b: Bench) -> None:
+    """A run whose search predates the seeded largest candidate: its search goes on by that trial,
+    and the phases after it run again to train, export and compare it (their times add up)."""
+    search = b.results.get("search")
+    if not b.done("search") or "largest_within_budget" in search:
+        return
+    log("the search predates the seeded largest candidate within budget: it goes on by that trial, and the "
+        "final, export and compare phases take it in")
+    for name in ("search", "final", "export", "compare"):
+        if name in b.results["phases"]:
+            b.results["phases"][name]["done"] = False
+    b.save()
 
 
 def _train_images(images: int, val_fraction: float) -> int:
@@ -579,14 +603,20 @@ def _train_images(images: int, val_fraction: float) -> int:
 
 def chosen_trials(b: Bench) -> list[int]:
     """The ``final`` most accurate members of the search's feasible front, topped up with the most
-    accurate other feasible trials where the front has fewer (fixed once chosen)."""
-    if "chosen" not in b.results.get("final", {}):
-        feasible = [t for t in b.results["search"]["trials"] if t["state"] == "complete"]
+    accurate other feasible trials where the front has fewer, and the seeded largest candidate
+    within budget: the search's fidelity cannot rank capacity, so it is trained whatever it read
+    there (fixed once chosen; a choice made before that candidate existed gains it)."""
+    final = b.results.setdefault("final", {})
+    feasible = [t for t in b.results["search"]["trials"] if t["state"] == "complete"]
+    if "chosen" not in final:
         feasible.sort(key=lambda t: (not t.get("pareto"), -t["accuracy"], t["latency_ms"]))
-        picks = [t["number"] for t in feasible[:b.sizes.final]]
-        b.results.setdefault("final", {})["chosen"] = picks
+        final["chosen"] = [t["number"] for t in feasible[:b.sizes.final]]
         b.save()
-    return list(b.results["final"]["chosen"])
+    largest = b.results["search"].get("largest_within_budget")
+    if largest is not None and largest not in final["chosen"] and any(t["number"] == largest for t in feasible):
+        final["chosen"].append(largest)
+        b.save()
+    return list(final["chosen"])
 
 
 def phase_final(b: Bench) -> None:
@@ -911,6 +941,7 @@ def main() -> None:
                      images=images, estimate_s=est)
     b.results.setdefault("invocations", []).append(datetime.now(UTC).isoformat(timespec="seconds"))
     b.save()
+    reopen_for_largest(b)
     log(f"{b.name}{' (smoke)' if args.smoke else ''}: {images} images, host {_host()}, GPU {gpu_name() or 'none'}; "
         f"estimated on 2 CPU cores: " + ", ".join(f"{k} {v / 60:.0f} min" for k, v in est.items())
         + f"; total {sum(est.values()) / 3600:.1f} h")

@@ -186,7 +186,8 @@ class SearchSettings(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_weights: bool = Field(default=True, description="save each feasible candidate's trained weights")
     seed_corners: bool = Field(default=True, description=(
-        "start a new study with the space's fastest and smallest candidates, so the front spans the trade-off"))
+        "start a new study with the space's fastest and smallest candidates, and the one with the most "
+        "multiply-adds the budget admits, so the front spans the trade-off up to the budget"))
 
 
 class Spec(_Strict):

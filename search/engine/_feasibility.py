@@ -94,3 +94,78 @@ def check_reachable(spec, data) -> Survey:
     if report.unreachable:
         raise SpecError(report.unreachable)
     return report
+
+
+LARGEST = "largest within budget"  # the seeded trial's label
+ANCHOR_BITS = 8  # the largest candidate is looked for at the widest bit width up to this
+
+
+def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, float] | None:
+    """The candidate of the space with the most multiply-adds that the budget admits, as priced on
+    ``target``, and its multiply-adds; None without a budget or when no candidate fits.
+
+    The search's cheap fidelity cannot rank capacity: after a few epochs bigger networks read no
+    better than small ones, so a front found at that fidelity can stop well short of the budget.
+    Seeding the study with this candidate anchors the front's other end, and the final stage can
+    train it. Multiply-adds stand in for capacity (the classic proxy, and a strong one among
+    training-free proxies); the search is a deterministic greedy ascent, like a knapsack's: from the
+    space's smallest unpruned architecture, every single change of one choice (stem width, a
+    stage's depth, width, kernel, expansion, fused block, squeeze-excite) is priced, and the
+    admissible change that adds the most multiply-adds per unit of budget spent is taken, until no
+    admissible change adds any. Bits stay at the widest choice up to :data:`ANCHOR_BITS`, pruning at
+    0 and the activation at the space's first (ReLU where offered): they change no multiply-add.
+    """
+    import dataclasses
+
+    from hwsearch.spaces import Candidate, Stage, build_plan
+
+    limits = spec.budget.limits()
+    if not limits:
+        return None
+    space_ = spec.space
+    w_bits = max((b for b in space_.weight_bits if b <= ANCHOR_BITS), default=min(space_.weight_bits))
+    a_bits = max((b for b in space_.activation_bits if b <= ANCHOR_BITS), default=min(space_.activation_bits))
+    act = "relu" if "relu" in space_.activations else space_.activations[0]
+    stages = tuple(Stage(depth=min(s.depths), kernel=min(space_.kernels), expand=min(space_.expand_ratios),
+                         width=min(s.widths), se=False if False in space_.se else True, act=act,
+                         w_bits=w_bits, a_bits=a_bits, fused=min(space_.fused))
+                   for s in space_.stages)
+    priced: dict[Candidate, tuple[float, dict[str, float]] | None] = {}
+
+    def price(cand: Candidate) -> tuple[float, dict[str, float]] | None:
+        """(multiply-adds, cost per budgeted metric), or None over budget."""
+        if cand not in priced:
+            plan = build_plan(cand, input_shape, num_classes)
+            cost = target.price(plan)
+            use = {m: cost.metric(m) for m in limits}
+            priced[cand] = (plan.macs, use) if all(use[m] <= v for m, v in limits.items()) else None
+        return priced[cand]
+
+    def neighbours(cand: Candidate):
+        for stem in space_.stem_widths:
+            yield dataclasses.replace(cand, stem=stem)
+        for i, (st, choices) in enumerate(zip(cand.stages, space_.stages)):
+            options = {"depth": choices.depths, "width": choices.widths, "kernel": space_.kernels,
+                       "expand": space_.expand_ratios, "fused": space_.fused, "se": space_.se}
+            for name, values in options.items():
+                for v in values:
+                    if v != getattr(st, name):
+                        new = dataclasses.replace(st, **{name: v})
+                        yield dataclasses.replace(cand, stages=(*cand.stages[:i], new, *cand.stages[i + 1:]))
+
+    current = Candidate(stem=min(space_.stem_widths), stages=stages)
+    here = price(current)
+    while here is not None:
+        step: tuple[float, Candidate, tuple[float, dict[str, float]]] | None = None
+        for cand in neighbours(current):
+            there = price(cand)
+            if there is None or there[0] <= here[0]:
+                continue
+            spent = sum(max(there[1][m] - here[1][m], 0.0) / limits[m] for m in limits)
+            gain = (there[0] - here[0]) / max(spent, 1e-9)
+            if step is None or gain > step[0]:
+                step = (gain, cand, there)
+        if step is None:
+            return current.to_string(), float(here[0])
+        _, current, here = step
+    return None

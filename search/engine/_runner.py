@@ -33,7 +33,7 @@ from hwsearch.search.algorithms._cost_aware import CostAwareSampler, Priced
 from hwsearch.search.algorithms._early_stopping import ParetoHalving, rungs_for
 from hwsearch.search.algorithms._samplers import make_sampler
 from hwsearch.search.engine._executors import Rung, WorkerLost, WorkerSetup
-from hwsearch.search.engine._feasibility import check_reachable
+from hwsearch.search.engine._feasibility import LARGEST, check_reachable, largest_within_budget
 from hwsearch.search.study._records import COST_METRICS, Status, TrialRecord
 from hwsearch.search.study._study import (
     INFEASIBLE_ACCURACY,
@@ -253,12 +253,8 @@ class _Driver:
         corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
         if isinstance(study.sampler, CostAwareSampler):
             study.sampler.use_prices(lambda cand: _priced(cand, target, data))
-        if s.seed_corners and fresh:
-            # Anchor the front at both ends: the fastest and the smallest candidate of the space.
-            for metric in ("latency_ms", "size_kb"):
-                cand = Candidate.from_string(corners.cheapest_candidate[metric])
-                study.enqueue_trial(params_of(cand, spec.space), skip_if_exists=True,
-                                    user_attrs=TrialRecord(seeded=f"cheapest {metric}").attrs())
+        if s.seed_corners:
+            self._seed(corners, fresh)
         teacher = None
         if spec.space.distill:
             from hwsearch.search.training._teacher import teacher_logits
@@ -271,6 +267,22 @@ class _Driver:
         self.log(f"data and teacher ready in {time.perf_counter() - t0:.1f}s; searching {self.n_total - self.done} "
                  f"trials on {target.name} with {self.executor.slots} worker(s) ({self.executor.name})"
                  + (f"; early stopping at epochs {self.halving.rungs}" if self.halving else ""))
+
+    def _seed(self, corners, fresh: bool) -> None:
+        """Anchor the front at both ends: the fastest and the smallest candidate of the space, and
+        the largest the budget admits (:func:`largest_within_budget`). A study started before a kind
+        of seed existed gets it when continued; a kind already tried is never queued again."""
+        spec, study, data = self.spec, self.study, self.data
+        seeds = {f"cheapest {m}": corners.cheapest_candidate[m] for m in ("latency_ms", "size_kb")} if fresh else {}
+        if (largest := largest_within_budget(spec, self.target, data.input_shape, data.num_classes)) is not None:
+            seeds[LARGEST] = largest[0]
+        had = {TrialRecord.of(t).seeded for t in study.get_trials(deepcopy=False)}
+        for why, text in seeds.items():
+            if why not in had:
+                study.enqueue_trial(params_of(Candidate.from_string(text), spec.space), skip_if_exists=True,
+                                    user_attrs=TrialRecord(seeded=why).attrs())
+                if not fresh:
+                    self.log(f"queued the {why} candidate, which this study predates: {text}")
 
     # ------------------------------------------------------------------ the loop
 

@@ -1,5 +1,6 @@
 """End to end: real training, real onnxruntime pricing, real journal storage."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -64,6 +65,45 @@ def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path):
         assert sum(ms for _, ms in blocks) == pytest.approx(t.user_attrs["latency_ms"])
     # only feasible trials reach the Pareto front
     assert {r.number for r in RunResults(tmp_path).pareto()} <= {t.number for t in feasible}
+    # the study starts at the space's corners and at the largest candidate the budget admits
+    assert [t.user_attrs.get("seeded") for t in trials[:4]] == [
+        "cheapest latency_ms", "cheapest size_kb", "largest within budget", None]
+    assert trials[2].user_attrs["status"] == "feasible"
+
+
+def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_work():
+    from hwsearch.search.engine._feasibility import largest_within_budget
+    from hwsearch.targets import get_target
+
+    spec = parse_spec(tiny_spec())
+    spec.budget.size_kb = median_size(spec)
+    target = get_target(spec.target)
+    text, macs = largest_within_budget(spec, target, (1, 8, 8), 10)
+    best = Candidate.from_string(text)
+
+    def priced(cand):
+        plan = build_plan(cand, (1, 8, 8), 10)
+        return plan.macs, target.price(plan).size_kb
+
+    assert priced(best) == (macs, pytest.approx(priced(best)[1])) and priced(best)[1] <= spec.budget.size_kb
+    assert all(s.prune == 0 and s.w_bits == s.a_bits == 8 for s in best.stages)
+    # locally maximal: every other choice of one stage's depth, width, expansion or squeeze-excite
+    # either breaks the budget or does less work
+    for i, (st, choices) in enumerate(zip(best.stages, spec.space.stages)):
+        for name, values in {"depth": choices.depths, "width": choices.widths,
+                             "expand": spec.space.expand_ratios, "se": spec.space.se}.items():
+            for v in values:
+                stages = list(best.stages)
+                stages[i] = dataclasses.replace(st, **{name: v})
+                work, size = priced(dataclasses.replace(best, stages=tuple(stages)))
+                assert size > spec.budget.size_kb or work <= macs
+    # more work than a random sample of the candidates that fit
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    fitting = [w for w, size in (priced(space(study.ask(), spec.space)) for _ in range(60))
+               if size <= spec.budget.size_kb]
+    assert fitting and macs >= max(fitting)
+    # no budget, no such candidate
+    assert largest_within_budget(parse_spec(tiny_spec()), target, (1, 8, 8), 10) is None
 
 
 def test_a_failing_candidate_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path):
