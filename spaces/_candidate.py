@@ -6,7 +6,8 @@ spirit of timm's block strings::
     c16:ir_r2_k3_e4_c24_se_hs_p0.25_w8a8:ir_r1_k5_e6_c32_re_w4a8:kd_t4.0_a0.5
 
 ``c16`` is the stem width. Each ``ir_...`` part is one stage of inverted residual blocks:
-``r`` repeats (depth), ``k`` kernel, ``e`` expand ratio, ``c`` output channels, ``fu`` if the
+``r`` repeats (depth), ``k`` kernel, ``e`` expand ratio, ``c`` output channels, ``s`` the stride of the stage's first block where the space
+fixes it (absent: the plan's rule, see :func:`spaces._plan.stage_strides`), ``fu`` if the
 blocks are fused (the 1x1 expansion and the kxk depthwise convolution replaced by one dense kxk
 convolution, EfficientNetV2's Fused-MBConv), ``se`` if the blocks squeeze-excite, ``re``/``hs``
 the activation (ReLU / hard-swish), ``p`` the share of the expanded channels removed by
@@ -56,12 +57,14 @@ class Stage:
     w_bits: int = 32
     a_bits: int = 32
     fused: bool = False
+    stride: int | None = None  # the first block's; None: the plan's rule (spaces._plan.stage_strides)
 
     def __post_init__(self) -> None:
         _check(1 <= self.depth <= 16, f"depth must be in 1..16, got {self.depth}")
         _check(self.kernel in KERNELS, f"kernel must be one of {KERNELS}, got {self.kernel}")
         _check(self.expand in EXPAND_RATIOS, f"expand must be one of {EXPAND_RATIOS}, got {self.expand}")
         _check(1 <= self.width <= 4096, f"width must be in 1..4096, got {self.width}")
+        _check(self.stride in (None, 1, 2), f"stride must be 1 or 2, got {self.stride}")
         _check(self.act in ACTIVATIONS, f"act must be one of {ACTIVATIONS}, got {self.act!r}")
         _check(0.0 <= self.prune <= MAX_PRUNE, f"prune must be in [0, {MAX_PRUNE}], got {self.prune}")
         _check(self.expand > 1 or self.prune == 0.0,
@@ -72,6 +75,8 @@ class Stage:
 
     def to_string(self) -> str:
         parts = [f"ir_r{self.depth}", f"k{self.kernel}", f"e{self.expand}", f"c{self.width}"]
+        if self.stride is not None:
+            parts.append(f"s{self.stride}")
         if self.fused:
             parts.append("fu")
         if self.se:
@@ -97,8 +102,8 @@ class Stage:
             elif tok[0] == "w" and "a" in tok:
                 w, a = tok[1:].split("a", 1)
                 fields["w_bits"], fields["a_bits"] = int(w), int(a)
-            elif tok[0] in "rkec" and tok[1:].isdigit():
-                fields[{"r": "depth", "k": "kernel", "e": "expand", "c": "width"}[tok[0]]] = int(tok[1:])
+            elif tok[0] in "rkecs" and tok[1:].isdigit():
+                fields[{"r": "depth", "k": "kernel", "e": "expand", "c": "width", "s": "stride"}[tok[0]]] = int(tok[1:])
             elif tok[0] == "p":
                 fields["prune"] = float(tok[1:])
             else:

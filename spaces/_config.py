@@ -37,6 +37,10 @@ class StageSpace(_Strict):
 
     widths: list[int] = Field(min_length=1, description="output channels to choose from")
     depths: list[int] = Field(default=[1, 2], min_length=1, description="blocks in the stage")
+    stride: Literal[1, 2] | None = Field(default=None, description=(
+        "the stride of the stage's first block, fixed for every candidate; default: the last stages "
+        "downsample by 2, as many as keep the final feature map at least 2 pixels wide (32x32 inputs: 16, 8, "
+        "4 for three stages). Strides 1, 2, 2 on three stages give CIFAR ResNets' 32, 16, 8"))
 
     @field_validator("widths")
     @classmethod
@@ -51,6 +55,15 @@ class StageSpace(_Strict):
         if any(not 1 <= d <= 16 for d in v):
             raise ValueError(f"depths must be in 1..16, got {v}")
         return _distinct(v)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Without ``stride`` while it is None, as :class:`SpaceSpec` without ``fused``: a space
+        written before strides could be fixed keeps its fingerprint and its studies' contracts."""
+        data: dict[str, object] = handler(self)
+        if self.stride is None:
+            data.pop("stride", None)
+        return data
 
 
 def _default_stages() -> list[StageSpace]:

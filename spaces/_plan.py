@@ -6,7 +6,8 @@ ONNX emitter all read it, so they can never disagree about a layer.
 Downsampling depends on the input, so tiny inputs still work: the stem strides by 2 only for
 inputs of 64 pixels or more, then the *last* ``k`` stages downsample by 2 in their first block,
 where ``k`` is as many as keep the final feature map at least 2 pixels wide (8x8 -> 8, 4, 2;
-32x32 -> 16, 8, 4 for three stages).
+32x32 -> 16, 8, 4 for three stages). A space may fix a stage's stride instead (``stride`` of its
+stage; the candidate's stage carries it): strides 1, 2, 2 keep CIFAR ResNets' 32, 16, 8.
 
 Parameter counts are those of the deployed network: batch norm folded into its convolution, so
 each convolution has weights plus one bias per output channel.
@@ -304,6 +305,7 @@ def build_plan(candidate: Candidate, input_shape: tuple[int, int, int], num_clas
     stem = _stem(c, (h, w), stem_stride, candidate.stem, first.act, first.w_bits, first.a_bits)
     blocks, cin, hw = [], candidate.stem, stem.hw_out
     for si, (stage, stride) in enumerate(zip(candidate.stages, strides)):
+        stride = stride if stage.stride is None else stage.stride
         for bi in range(stage.depth):
             blocks.append(_block(si, bi, cin, stage, stride if bi == 0 else 1, hw))
             cin, hw = stage.width, blocks[-1].hw_out
@@ -329,6 +331,7 @@ def reachable_layers(config: SpaceSpec, input_shape: tuple[int, int, int], num_c
     layers: list[Layer] = list(stems)
     cins, hw = list(config.stem_widths), stems[0].hw_out
     for si, (st, stride) in enumerate(zip(config.stages, strides)):
+        stride = stride if st.stride is None else st.stride
         hw_next = _after(hw, stride)
         # (input channels, stride, input size): the stage's first block, then its repeats.
         entries: list[tuple[int | None, int, tuple[int, int]]] = [(cin, stride, hw) for cin in cins]
@@ -337,7 +340,7 @@ def reachable_layers(config: SpaceSpec, input_shape: tuple[int, int, int], num_c
         for cin, s, hw_in in entries:
             for width, (k, e, p, se, act, fu), (wb, ab) in product(st.widths, shapes, bits):
                 stage = Stage(depth=1, kernel=k, expand=e, width=width, se=se, act=act, prune=p,
-                              w_bits=wb, a_bits=ab, fused=fu)
+                              w_bits=wb, a_bits=ab, fused=fu, stride=st.stride)
                 layers.append(_block(si, 0, width if cin is None else cin, stage, s, hw_in))
         cins, hw = list(st.widths), hw_next
     layers += [_head(cin, num_classes, hw, wb, ab) for cin, (wb, ab) in product(cins, bits)]

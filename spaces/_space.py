@@ -56,7 +56,7 @@ def space(trial: Trial, config: SpaceSpec) -> Candidate:
             se=_choose(trial, f"s{i}_se", config.se),
             act=_choose(trial, f"s{i}_act", config.activations),
             prune=float(prune), w_bits=w_bits, a_bits=a_bits,
-            fused=_choose(trial, f"s{i}_fused", config.fused),
+            fused=_choose(trial, f"s{i}_fused", config.fused), stride=st.stride,
         ))
     temperature, alpha = 1.0, 0.0
     if config.distill:
@@ -85,7 +85,7 @@ def extremes(config: SpaceSpec) -> list[Candidate]:
             stages = tuple(Stage(depth=min(s.depths), kernel=min(config.kernels), expand=expand,
                                  width=min(s.widths), se=min(config.se), act="relu" if "relu" in
                                  config.activations else config.activations[0],
-                                 prune=prune, w_bits=w, a_bits=a, fused=min(config.fused))
+                                 prune=prune, w_bits=w, a_bits=a, fused=min(config.fused), stride=s.stride)
                            for s in config.stages)
             out.append(Candidate(stem=min(config.stem_widths), stages=stages))
     return out
@@ -125,6 +125,8 @@ def params_of(candidate: Candidate, config: SpaceSpec) -> dict[str, Choice]:
         put(f"s{i}_se", st.se, config.se)
         put(f"s{i}_act", st.act, config.activations)
         put(f"s{i}_fused", st.fused, config.fused)
+        if st.stride != choices.stride:
+            raise ValueError(f"stage {i}'s stride {st.stride} is not the space's {choices.stride}")
     if config.distill:
         (t_lo, t_hi), (a_lo, a_hi) = config.temperature, config.alpha
         if t_lo < t_hi:

@@ -128,7 +128,7 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
     act = "relu" if "relu" in space_.activations else space_.activations[0]
     stages = tuple(Stage(depth=min(s.depths), kernel=min(space_.kernels), expand=min(space_.expand_ratios),
                          width=min(s.widths), se=False if False in space_.se else True, act=act,
-                         w_bits=w_bits, a_bits=a_bits, fused=min(space_.fused))
+                         w_bits=w_bits, a_bits=a_bits, fused=min(space_.fused), stride=s.stride)
                    for s in space_.stages)
     priced: dict[Candidate, tuple[float, dict[str, float]] | None] = {}
 

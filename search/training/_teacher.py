@@ -35,7 +35,7 @@ def teacher_candidate(space: SpaceSpec) -> Candidate:
     act = "hswish" if "hswish" in space.activations else space.activations[0]
     kernel = 3 if 3 in space.kernels else min(space.kernels)  # widest, not slowest: kernel adds little
     stages = tuple(Stage(depth=max(s.depths), kernel=kernel, expand=max(space.expand_ratios),
-                         width=max(s.widths), se=max(space.se), act=act) for s in space.stages)
+                         width=max(s.widths), se=max(space.se), act=act, stride=s.stride) for s in space.stages)
     return Candidate(stem=max(space.stem_widths), stages=stages)
 
 

@@ -308,7 +308,7 @@ def bad_specs(draw, category: str) -> Bad:
         if where == "objectives":
             data["objectives"] = []
             return Bad(data, "objectives", category)
-        if where.startswith("stage"):
+        if where.startswith("stage "):  # not "stages", the whole list
             _section(data, ("space", "stages", 0))["widths" if where == "stage widths" else "depths"] = []
             return Bad(data, f"space.stages.0.{where.split()[1]}", category)
         _section(data, ("space",))[where] = []

@@ -120,3 +120,33 @@ def test_fused_layers_have_their_own_profile_keys_time_alone_in_onnxruntime_and_
         assert fused["s0.b0"] > dw["s0.b0"] > 0
     with pytest.raises(UnpriceableError, match="fmb"):  # a measured profile without them says so: never free
         get_target("x86-epyc-1t").price(plan)
+
+
+def test_a_fixed_stage_stride_keeps_resolution_and_an_unfixed_space_keeps_its_fingerprint():
+    from hwsearch.targets._profiling import space_fingerprint
+
+    stages = [{"widths": [8, 12], "depths": [1, 2], "stride": 1}, {"widths": [16], "depths": [1], "stride": 2}]
+    config = SpaceSpec(**{**TINY_SPACE, "stages": stages}, fused=[False, True])
+    cands = random_candidates(100, config)
+    layers = {block_key(layer) for layer in reachable_layers(config, (3, 32, 32), 10)}
+    for c in cands:
+        assert [s.stride for s in c.stages] == [1, 2]
+        assert Candidate.from_string(c.to_string()) == c and "_s1_" in c.to_string()
+        assert space(FixedTrial(params_of(c, config)), config).stages == c.stages
+        plan = build_plan(c, (3, 32, 32), 10)
+        # 32x32 through the first stage (the rule alone downsamples every stage: 16, 8)
+        assert [b.hw_out for b in plan.blocks][0] == (32, 32) and plan.blocks[-1].hw_out == (16, 16)
+        assert {block_key(layer) for layer in plan.layers} <= layers  # the profile can price it
+    auto = build_plan(Candidate.from_string(cands[0].to_string().replace("_s1", "").replace("_s2", "")),
+                      (3, 32, 32), 10)
+    assert [b.hw_out for b in auto.blocks][0] == (16, 16)
+    with pytest.raises(ValueError, match="stride"):
+        params_of(Candidate.from_string(cands[0].to_string().replace("_s1", "")), config)
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        Candidate.from_string("c8:ir_r1_k3_e1_c8_s3_re_w8a8")
+    # a space that fixes no stride dumps as before: its fingerprint and its studies' contracts hold
+    plain = SpaceSpec(**TINY_SPACE)
+    assert all("stride" not in s for s in plain.model_dump()["stages"])
+    fixed = SpaceSpec(**{**TINY_SPACE, "stages": stages})
+    assert SpaceSpec.model_validate(fixed.model_dump()) == fixed
+    assert space_fingerprint(fixed, (1, 8, 8), 10) != space_fingerprint(plain, (1, 8, 8), 10)
