@@ -5,15 +5,16 @@ spirit of timm's block strings::
 
     c16:ir_r2_k3_e4_c24_se_hs_p0.25_w8a8:ir_r1_k5_e6_c32_re_w4a8:kd_t4.0_a0.5
 
-``c16`` is the stem width. Each ``ir_...`` part is one stage of inverted residual blocks:
-``r`` repeats (depth), ``k`` kernel, ``e`` expand ratio, ``c`` output channels, ``s`` the stride of the stage's first block where the space
-fixes it (absent: the plan's rule, see :func:`spaces._plan.stage_strides`), ``fu`` if the
-blocks are fused (the 1x1 expansion and the kxk depthwise convolution replaced by one dense kxk
-convolution, EfficientNetV2's Fused-MBConv), ``se`` if the blocks squeeze-excite, ``re``/``hs``
-the activation (ReLU / hard-swish), ``p`` the share of the expanded channels removed by
-structured pruning (absent when 0), ``wXaY`` the weight and activation bit widths. ``kd_tT_aA``
-is the distillation temperature and weight (absent when the candidate does not distil). Only
-code that trains or measures turns a candidate into a module.
+``c16`` is the stem width. Each ``ir_...`` part is one stage of inverted residual blocks: ``r``
+repeats (depth), ``k`` kernel, ``e`` expand ratio, ``c`` output channels, ``s`` the stride of
+the stage's first block where the space fixes it (absent: the plan's rule, see
+:func:`spaces._plan.stage_strides`), ``fu`` if the blocks are fused (the 1x1 expansion and the
+kxk depthwise convolution replaced by one dense kxk convolution, EfficientNetV2's Fused-MBConv),
+``se`` if the blocks squeeze-excite, ``re``/``hs`` the activation (ReLU / hard-swish), ``p`` the
+share of the expanded channels removed by structured pruning (absent when 0), ``wXaY`` the
+weight and activation bit widths. ``kd_tT_aA`` is the distillation temperature and weight
+(absent when the candidate does not distil). Only code that trains or measures turns a candidate
+into a module.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ naming the fields; the user starts a new run with ``--out``.
 
 What only changes how the search is *run* continues the study: the trial count, the workers and
 the backend (local, Ray, its address and resources), the device the training runs on, the
-sampler, early stopping, whether weights are kept, the seeds (a new study's corners, and the largest candidate within budget, which a
-study begun before that seed existed gets when continued)
-and the storage. Everything else in the spec is part of the contract, so a field added to the
+sampler, early stopping, whether weights are kept, the seeds (a new study's corners, and the
+largest candidate within budget, which a study begun before that seed existed gets when
+continued) and the storage. Everything else in the spec is part of the contract, so a field added to the
 spec later is covered without a change here.
 
 The contract is stored in the study (user attribute ``contract``) when the study is created. A
