@@ -585,7 +585,7 @@ def phase_search(b: Bench) -> None:
 
 def largest_trial(rr) -> int | None:
     """The trial of the candidate with the most multiply-adds the budget admits, which hwsearch seeds."""
-    from hwsearch.search.engine._feasibility import LARGEST
+    from hwsearch.search.engine import LARGEST
 
     return next((r.number for r in rr.rows() if rr.detail(r.number).seeded == LARGEST), None)
 

@@ -15,9 +15,17 @@ from hwsearch.search.engine._executors import (
            WorkerLost,
            WorkerSetup,
 )
-from hwsearch.search.engine._feasibility import NotMeasuredYet, Survey, check_reachable, survey
+from hwsearch.search.engine._feasibility import (
+           LARGEST,
+           NotMeasuredYet,
+           Survey,
+           check_reachable,
+           largest_within_budget,
+           survey,
+)
 from hwsearch.search.engine._final import FinalTraining, train_final
 from hwsearch.search.engine._runner import make_executor, run_search
 
-__all__ = ["FinalTraining", "InlineExecutor", "PoolExecutor", "RayExecutor", "Survey", "TrialWorker", "WorkerLost",
-           "NotMeasuredYet", "WorkerSetup", "check_reachable", "make_executor", "run_search", "survey", "train_final"]
+__all__ = ["LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor", "RayExecutor", "Survey",
+           "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable", "largest_within_budget", "make_executor",
+           "run_search", "survey", "train_final"]

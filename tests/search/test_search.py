@@ -72,7 +72,7 @@ def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path):
 
 
 def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_work():
-    from hwsearch.search.engine._feasibility import largest_within_budget
+    from hwsearch.search.engine import largest_within_budget
     from hwsearch.targets import get_target
 
     spec = parse_spec(tiny_spec())
