@@ -117,7 +117,7 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
     """
     import dataclasses
 
-    from hwsearch.spaces import Candidate, Stage, build_plan
+    from hwsearch.spaces import Candidate, build_plan, extremes
 
     limits = spec.budget.limits()
     if not limits:
@@ -125,11 +125,8 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
     space_ = spec.space
     w_bits = max((b for b in space_.weight_bits if b <= ANCHOR_BITS), default=min(space_.weight_bits))
     a_bits = max((b for b in space_.activation_bits if b <= ANCHOR_BITS), default=min(space_.activation_bits))
-    act = "relu" if "relu" in space_.activations else space_.activations[0]
-    stages = tuple(Stage(depth=min(s.depths), kernel=min(space_.kernels), expand=min(space_.expand_ratios),
-                         width=min(s.widths), se=False if False in space_.se else True, act=act,
-                         w_bits=w_bits, a_bits=a_bits, fused=min(space_.fused), stride=s.stride)
-                   for s in space_.stages)
+    smallest = extremes(space_)[0]  # the smallest architecture, unpruned, at the anchor's bits
+    stages = tuple(dataclasses.replace(s, prune=0.0, w_bits=w_bits, a_bits=a_bits) for s in smallest.stages)
     priced: dict[Candidate, tuple[float, dict[str, float]] | None] = {}
 
     def price(cand: Candidate) -> tuple[float, dict[str, float]] | None:
@@ -153,7 +150,7 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
                         new = dataclasses.replace(st, **{name: v})
                         yield dataclasses.replace(cand, stages=(*cand.stages[:i], new, *cand.stages[i + 1:]))
 
-    current = Candidate(stem=min(space_.stem_widths), stages=stages)
+    current = dataclasses.replace(smallest, stages=stages)
     here = price(current)
     while here is not None:
         step: tuple[float, Candidate, tuple[float, dict[str, float]]] | None = None
