@@ -1,5 +1,5 @@
 """Training throughput on this host: images per second of one training step (forward, backward,
-optimiser), for the memory layouts and phases a candidate trains in.
+optimiser), for the memory layouts, in-place activations and phases a candidate trains in.
 
 The candidates are the issue's MobileNet-style network of 11.5M multiply-adds at 3x32x32, dense
 (the search's dense phase) and with fake quantization at w8a8 (its fine-tuning phase), batch 128,
@@ -19,6 +19,10 @@ import numpy as np
 from common import write_results
 
 CANDIDATE = "c16:ir_r2_k3_e6_c24_re:ir_r2_k3_e6_c48_re:ir_r2_k3_e6_c96_re"  # 11.5M multiply-adds at 32x32
+# (name, memory layout, ReLU in place): the training step as it was, and each change since; the last
+# is hwsearch's training today
+VARIANTS = (("NCHW (before)", "contiguous", False), ("channels_last", "channels_last", False),
+            ("channels_last + in-place ReLU (after)", "channels_last", True))
 
 
 def main() -> None:
@@ -39,18 +43,21 @@ def main() -> None:
     for phase, bits in (("dense", ""), ("fake-quantized w8a8", "_w8a8")):
         cand = Candidate.from_string(":".join(s + bits if i else s for i, s in enumerate(CANDIDATE.split(":"))))
         plan = build_plan(cand, shape, 10)
-        for layout_name, layout in (("NCHW (before)", torch.contiguous_format),
-                                    ("channels_last (after)", torch.channels_last)):
+        for variant, layout_name, inplace in VARIANTS:
+            layout = torch.channels_last if layout_name == "channels_last" else torch.contiguous_format
             net = network.build(plan, torch.Generator().manual_seed(0))
             if bits:
                 net.eval()
                 net = network.enable_quantization(network.fold_batchnorm(network.prune(net)))
+            for m in net.modules():
+                if isinstance(m, torch.nn.ReLU):
+                    m.inplace = inplace
             net.train().to(memory_format=layout)
             opt = optimizer_for(net, Recipe(), 1e-3)
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(args.batch, *shape, generator=gen).contiguous(memory_format=layout)
             y = torch.randint(0, 10, (args.batch,), generator=gen)
-            configs[(phase, layout_name)] = (net, opt, x, y)
+            configs[(phase, variant)] = (net, opt, x, y)
 
     def step(net, opt, x, y) -> None:
         loss = torch.nn.functional.cross_entropy(net(x), y)
@@ -70,25 +77,28 @@ def main() -> None:
             rates[key].append(args.steps * args.batch / (time.perf_counter() - t0))
 
     rows = []
-    for (phase, layout), r in rates.items():
-        rows.append({"phase": phase, "layout": layout, "images_per_s": float(np.median(r)),
+    for (phase, variant), r in rates.items():
+        rows.append({"phase": phase, "variant": variant, "images_per_s": float(np.median(r)),
                      "rounds": [round(v, 1) for v in r]})
     speedups = {}
+    after = VARIANTS[-1][0]
     for phase in ("dense", "fake-quantized w8a8"):
-        before = next(r for r in rows if r["phase"] == phase and "before" in r["layout"])
-        after = next(r for r in rows if r["phase"] == phase and "after" in r["layout"])
-        ratios = [a / b for a, b in zip(rates[(phase, after["layout"])], rates[(phase, before["layout"])])]
-        speedups[phase] = {"median_of_round_ratios": float(np.median(ratios)),
-                           "min": float(min(ratios)), "max": float(max(ratios))}
+        speedups[phase] = {}
+        for before, _, _ in VARIANTS[:-1]:
+            ratios = [a / b for a, b in zip(rates[(phase, after)], rates[(phase, before)])]
+            speedups[phase][f"against {before}"] = {"median_of_round_ratios": float(np.median(ratios)),
+                                                     "min": float(min(ratios)), "max": float(max(ratios))}
     results = {"host": host_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "candidate": CANDIDATE, "input": list(shape), "batch": args.batch, "rounds": args.rounds,
                "steps_per_round": args.steps, "rows": rows, "speedup_after_vs_before": speedups}
     dest = write_results("train_throughput", results)
     print(f"host {results['host']}, torch {results['torch']}, {results['threads']} threads, batch {args.batch}")
     for r in rows:
-        print(f"  {r['phase']:<20} {r['layout']:<22} {r['images_per_s']:7.0f} images/s")
-    for phase, s in speedups.items():
-        print(f"  {phase}: channels_last {s['median_of_round_ratios']:.2f}x (rounds {s['min']:.2f}-{s['max']:.2f}x)")
+        print(f"  {r['phase']:<20} {r['variant']:<38} {r['images_per_s']:7.0f} images/s")
+    for phase, against in speedups.items():
+        for before, s in against.items():
+            print(f"  {phase}: {after} {s['median_of_round_ratios']:.2f}x {before} "
+                  f"(rounds {s['min']:.2f}-{s['max']:.2f}x)")
     print(f"wrote {dest}")
 
 

@@ -257,13 +257,22 @@ class QLinear(WeightQuant, nn.Linear):
 ACTIVATION_MODULES = {"relu": nn.ReLU, "hswish": nn.Hardswish}
 
 
+def _activation(name: str | None) -> nn.Module:
+    """The activation module after a batch norm (or, folded, a convolution): ReLU in place, which
+    neither's backward pass reads (bench/train_throughput.py measures what it saves); hard-swish's
+    backward reads its input, so it keeps its own output."""
+    if not name:
+        return nn.Identity()
+    return nn.ReLU(inplace=True) if name == "relu" else ACTIVATION_MODULES[name]()
+
+
 class ConvBNAct(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
                  act: str | None = "relu") -> None:
         super().__init__()
         self.conv = QConv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(cout, eps=BN_EPS)
-        self.act = ACTIVATION_MODULES[act]() if act else nn.Identity()
+        self.act = _activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.act(self.bn(self.conv(x)))

@@ -95,6 +95,35 @@ def test_batchnorm_folding_preserves_outputs():
     torch.testing.assert_close(small(x), before, atol=1e-5, rtol=1e-4)
 
 
+def _gradients_with_relu_inplace(cand: str, inplace: bool, quantized: bool) -> list[torch.Tensor]:
+    _, net = make(cand)
+    if quantized:
+        net.eval()
+        net = network.enable_quantization(network.fold_batchnorm(network.prune(net)), "lsq", 8)
+    for m in net.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = inplace
+    net.train()
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    F.cross_entropy(net(x), torch.tensor([0, 1, 2, 3])).backward()
+    return [p.grad for p in net.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_relu_in_place_trains_exactly_as_out_of_place(quantized):
+    """Training runs its ReLUs in place for speed: the gradients must be those of the plain ReLU,
+    dense and quantization-aware (learned steps and ranges included), with fused blocks, SE and
+    hard-swish beside them."""
+    cand = "c8:ir_r1_k3_e3_c16_fu_se_re_p0.5_w4a4:ir_r2_k3_e4_c16_se_hs_w8a8:ir_r1_k3_e1_c24_re_w2a8"
+    _, built = make(cand)
+    assert any(isinstance(m, torch.nn.ReLU) and m.inplace for m in built.modules())
+    inplace = _gradients_with_relu_inplace(cand, True, quantized)
+    plain = _gradients_with_relu_inplace(cand, False, quantized)
+    assert len(inplace) == len(plain) > 10
+    for a, b in zip(inplace, plain):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_fake_quant_leaves_at_most_2_to_the_b_values_per_output_channel(bits):
     w = torch.randn(16, 64, 3, 3, generator=torch.Generator().manual_seed(0)).requires_grad_()
