@@ -37,9 +37,9 @@ LR, BATCH, SEED = 4e-3, 128, 0
 
 def main() -> None:
     import numpy as np
+    import resnet8
     import torch
 
-    import resnet8
     from hwsearch.search.spec import DatasetSpec, TeacherSpec
     from hwsearch.search.training import Recipe, augment, load_dataset, optimizer_for, schedule_for
     from hwsearch.search.training._teacher import _onnx_logits, _session, _teacher_input

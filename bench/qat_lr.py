@@ -50,13 +50,12 @@ def main() -> None:
     from dataclasses import replace
 
     import numpy as np
-    import torch
-
     import resnet8
+    import torch
     from resnet8 import accuracy
+
     from hwsearch.search.spec import DatasetSpec
-    from hwsearch.search.training import (Recipe, TrainSettings, augment, load_dataset,
-                                          optimizer_for, resolve_device, schedule_for)
+    from hwsearch.search.training import Recipe, augment, load_dataset, optimizer_for, resolve_device, schedule_for
     from hwsearch.spaces import Candidate, build_plan, network
     from hwsearch.targets import host_name
 
@@ -84,7 +83,6 @@ def main() -> None:
     print(f"data: {len(x)} train, {len(xd)} development (of the training images) ({time.perf_counter() - t0:.0f}s)")
     recipe = Recipe(optimizer="adamw", schedule="onecycle", warmup=0.15, weight_decay=1e-4, label_smoothing=0.1,
                     crop_padding=4, flip=True, channels_last=True)
-    settings = TrainSettings(args.epochs, args.finetune, BATCH, LR, device, recipe=recipe)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     layout = torch.channels_last
 
