@@ -36,13 +36,11 @@ LR, BATCH, SEED = 4e-3, 128, 0
 
 
 def main() -> None:
-    import numpy as np
     import resnet8
     import torch
 
     from hwsearch.search.spec import DatasetSpec, TeacherSpec
-    from hwsearch.search.training import Recipe, augment, load_dataset, optimizer_for, schedule_for
-    from hwsearch.search.training._teacher import _onnx_logits, _session, _teacher_input
+    from hwsearch.search.training import OnnxTeacher, Recipe, augment, load_dataset, optimizer_for, schedule_for
     from hwsearch.spaces.network import distillation_loss
     from hwsearch.targets import host_name
 
@@ -66,18 +64,13 @@ def main() -> None:
     x, y = torch.as_tensor(data.x_train[:-args.dev]), torch.as_tensor(data.y_train[:-args.dev])
     xd, yd = torch.as_tensor(data.x_train[-args.dev:]), torch.as_tensor(data.y_train[-args.dev:])
     print(f"data: {len(x)} train, {len(xd)} development (of the training images)")
-    offline = torch.as_tensor(_onnx_logits(TEACHER, data, conv, (x * std + mean).numpy()))
-    sess = _session(TEACHER, data, conv)
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+    teacher = OnnxTeacher(TEACHER, data, conv)
 
     def teach(batch: torch.Tensor) -> torch.Tensor:
         """The teacher's log-probabilities of a batch of normalised images, as they are (augmented)."""
-        arr = _teacher_input((batch * std + mean).numpy(), conv, inp.type)
-        step = fixed or len(arr)
-        probs = np.concatenate([sess.run(None, {inp.name: arr[i:i + step]})[0] for i in range(0, len(arr), step)])
-        return torch.as_tensor(np.log(np.clip(probs, 1e-12, None)), dtype=torch.float32)
+        return torch.as_tensor(teacher((batch * std + mean).numpy()), dtype=torch.float32)
 
+    offline = teach(x)
     teacher_dev = float((teach(xd).argmax(1) == yd).float().mean())
     recipe = Recipe(optimizer="adamw", schedule="onecycle", warmup=0.15, weight_decay=1e-4, label_smoothing=0.1,
                     crop_padding=4, flip=True, channels_last=True)

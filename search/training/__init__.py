@@ -19,7 +19,13 @@ from hwsearch.search.training._datasets import (
     load_dataset,
     register_dataset,
 )
-from hwsearch.search.training._teacher import TeacherError, check_teacher, teacher_candidate, teacher_logits
+from hwsearch.search.training._teacher import (
+    OnnxTeacher,
+    TeacherError,
+    check_teacher,
+    teacher_candidate,
+    teacher_logits,
+)
 
 if TYPE_CHECKING:
     from hwsearch.search.training._evaluate import (
@@ -39,7 +45,7 @@ __getattr__ = lazy_exports(__name__, {"._evaluate": (
     "Evaluation", "TrainSettings", "TrialFailed", "evaluate", "evaluation_steps", "predict_logits", "resolve_device",
     "train_settings", "trained_network"), "._recipe": ("Recipe", "augment", "optimizer_for", "schedule_for")})
 
-__all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "Recipe", "TeacherError", "TrainSettings", "TrialFailed",
-           "augment", "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset",
+__all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "OnnxTeacher", "Recipe", "TeacherError", "TrainSettings",
+           "TrialFailed", "augment", "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset",
            "optimizer_for", "predict_logits", "register_dataset", "resolve_device", "schedule_for", "teacher_candidate",
            "teacher_logits", "train_settings", "trained_network"]

@@ -101,41 +101,56 @@ def _teacher_input(x01: np.ndarray, conv, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.uint8 if dtype == "tensor(uint8)" else np.float32)
 
 
+class OnnxTeacher:
+    """An ONNX teacher, its session checked against ``data`` read with the conventions ``conv`` (a
+    :class:`~hwsearch.search.spec.TeacherSpec`). Called on images in [0, 1] (N, C, H, W) it gives
+    its logits (log-probabilities for a teacher that outputs probabilities): once per run on the
+    training images, or per batch on augmented ones. A model whose batch is fixed in its graph is
+    run that many images at a time (the last batch padded, its padding dropped)."""
+
+    def __init__(self, path: Path, data: Data, conv) -> None:
+        self.path, self.data, self.conv = Path(path), data, conv
+        self.session = _session(self.path, data, conv)
+
+    def __call__(self, x01: np.ndarray) -> np.ndarray:
+        path, conv, sess = self.path, self.conv, self.session
+        inp = sess.get_inputs()[0]
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 256
+        out = []
+        for i in range(0, len(x01), batch):
+            chunk = _teacher_input(x01[i:i + batch], conv, inp.type)
+            n = len(chunk)
+            if n < batch and isinstance(inp.shape[0], int):
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+            try:
+                out.append(np.asarray(sess.run(None, {inp.name: chunk})[0])[:n])
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise TeacherError(f"teacher.onnx {path}: fails on the dataset's images "
+                                   f"{'x'.join(map(str, x01.shape[1:]))} ({_why(e)})") from None
+        scores = np.concatenate(out).astype(np.float32)
+        if scores.ndim != 2 or scores.shape != (len(x01), self.data.num_classes):
+            raise TeacherError(f"teacher.onnx {path}: outputs shape {scores.shape[1:]} for {len(x01)} images, "
+                               f"expected ({self.data.num_classes},) {conv.output} for the dataset's classes")
+        if not np.isfinite(scores).all():
+            raise TeacherError(f"teacher.onnx {path}: outputs NaN or infinite values on the dataset's images")
+        if conv.output == "probabilities":
+            sums = scores.sum(1)
+            if (scores < -1e-6).any() or not np.allclose(sums, 1.0, atol=1e-3):
+                raise TeacherError(f"teacher.onnx {path}: teacher.output is 'probabilities', but its outputs are "
+                                   f"not: rows sum to {sums.min():.3g}..{sums.max():.3g}; set teacher.output: logits")
+            return np.log(np.clip(scores, 1e-12, None))
+        return scores
+
+
 def _onnx_logits(path: Path, data: Data, conv, x01: np.ndarray | None = None) -> np.ndarray:
-    """The teacher's logits (log-probabilities for a teacher that outputs probabilities) on images
-    in [0, 1] (N, C, H, W): by default the training images. A model whose batch is fixed in its
-    graph is run that many images at a time (the last batch padded, its padding dropped)."""
-    sess = _session(path, data, conv)
-    inp = sess.get_inputs()[0]
+    """The teacher's logits (see :class:`OnnxTeacher`) on images in [0, 1] (N, C, H, W): by
+    default the training images."""
+    teacher = OnnxTeacher(path, data, conv)
     if x01 is None:
         mean = np.asarray(data.mean, np.float32)[None, :, None, None]
         std = np.asarray(data.std, np.float32)[None, :, None, None]
         x01 = data.x_train * std + mean  # back to [0, 1]
-    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 256
-    out = []
-    for i in range(0, len(x01), batch):
-        chunk = _teacher_input(x01[i:i + batch], conv, inp.type)
-        n = len(chunk)
-        if n < batch and isinstance(inp.shape[0], int):
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        try:
-            out.append(np.asarray(sess.run(None, {inp.name: chunk})[0])[:n])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise TeacherError(f"teacher.onnx {path}: fails on the dataset's images "
-                               f"{'x'.join(map(str, x01.shape[1:]))} ({_why(e)})") from None
-    scores = np.concatenate(out).astype(np.float32)
-    if scores.ndim != 2 or scores.shape != (len(x01), data.num_classes):
-        raise TeacherError(f"teacher.onnx {path}: outputs shape {scores.shape[1:]} for {len(x01)} images, expected "
-                           f"({data.num_classes},) {conv.output} for the dataset's classes")
-    if not np.isfinite(scores).all():
-        raise TeacherError(f"teacher.onnx {path}: outputs NaN or infinite values on the dataset's images")
-    if conv.output == "probabilities":
-        sums = scores.sum(1)
-        if (scores < -1e-6).any() or not np.allclose(sums, 1.0, atol=1e-3):
-            raise TeacherError(f"teacher.onnx {path}: teacher.output is 'probabilities', but its outputs are not: "
-                               f"rows sum to {sums.min():.3g}..{sums.max():.3g}; set teacher.output: logits")
-        return np.log(np.clip(scores, 1e-12, None))
-    return scores
+    return teacher(x01)
 
 
 def check_teacher(conv, data: Data, images: int = 8) -> float:
