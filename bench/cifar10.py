@@ -85,6 +85,38 @@ def load_task_data(data: Path):
     return load_dataset(spec.dataset, spec.data_seed)
 
 
+# The final stage's recipe at 20 dense epochs (hwsearch's defaults from 12 epochs on), for the
+# design experiments that train like it
+FINAL_RECIPE = {"optimizer": "adamw", "schedule": "onecycle", "warmup": 0.15, "weight_decay": 1e-4,
+                "label_smoothing": 0.1, "crop_padding": 4, "flip": True, "channels_last": True}
+
+
+def add_dev_split_args(ap, epochs: int = 8) -> None:
+    """The arguments of a design experiment on a development split (see :func:`dev_split`)."""
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--limit", type=int, default=20_000, help="images read (as reference.py's search)")
+    ap.add_argument("--dev", type=int, default=3_000, help="training images held out to score on")
+    ap.add_argument("--epochs", type=int, default=epochs)
+
+
+def dev_split(args, device: str = "cpu"):
+    """``(data, x, y, x_dev, y_dev)``: ``--limit`` images split as ``reference.py``'s search splits
+    them, then the last ``--dev`` *training* images held out as a development split to score on.
+    The validation split is never read, so a default chosen on these scores tunes nothing to it."""
+    import torch
+
+    from hwsearch.search.spec import DatasetSpec
+    from hwsearch.search.training import load_dataset
+
+    check_data(Path(args.data))
+    data = load_dataset(DatasetSpec(name="imagefolder", path=Path(args.data), limit=args.limit, val_fraction=0.1,
+                                    seed=0), 0)
+    x, y = (torch.as_tensor(a[:-args.dev], device=device) for a in (data.x_train, data.y_train))
+    xd, yd = (torch.as_tensor(a[-args.dev:], device=device) for a in (data.x_train, data.y_train))
+    print(f"data: {len(x)} train, {len(xd)} development (of the training images)")
+    return data, x, y, xd, yd
+
+
 def check_data(data: Path) -> None:
     if not data.is_dir():
         sys.exit(f"error: no CIFAR-10 image folder at {data} (one folder per class of JPEGs); "

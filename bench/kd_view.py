@@ -24,7 +24,7 @@ import math
 import time
 from pathlib import Path
 
-from cifar10 import DEFAULT_DATA, check_data
+from cifar10 import FINAL_RECIPE, add_dev_split_args, dev_split
 from common import ROOT, write_results
 
 NAME = "kd_view"
@@ -39,31 +39,23 @@ def main() -> None:
     import resnet8
     import torch
 
-    from hwsearch.search.spec import DatasetSpec, TeacherSpec
-    from hwsearch.search.training import OnnxTeacher, Recipe, augment, load_dataset, optimizer_for, schedule_for
+    from hwsearch.search.spec import TeacherSpec
+    from hwsearch.search.training import OnnxTeacher, Recipe, augment, optimizer_for, schedule_for
     from hwsearch.spaces.network import distillation_loss
     from hwsearch.targets import host_name
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--limit", type=int, default=20_000, help="images read (as the reference's search)")
-    ap.add_argument("--dev", type=int, default=3_000, help="training images held out to score on")
-    ap.add_argument("--epochs", type=int, default=8)
+    add_dev_split_args(ap)
     args = ap.parse_args()
-    check_data(Path(args.data))
     if not TEACHER.is_file():
         raise SystemExit(f"error: no teacher at {TEACHER}")
     dest = ROOT / "bench" / "results" / f"{NAME}.json"
     done = json.loads(dest.read_text()) if dest.exists() else {}
     rows = {r["variant"]: r for r in done.get("rows", [])}
-    data = load_dataset(DatasetSpec(name="imagefolder", path=Path(args.data), limit=args.limit, val_fraction=0.1,
-                                    seed=SEED), SEED)
+    data, x, y, xd, yd = dev_split(args)
     conv = TeacherSpec(onnx=TEACHER, **TEACHER_SPEC)
     mean = torch.tensor(data.mean, dtype=torch.float32)[None, :, None, None]
     std = torch.tensor(data.std, dtype=torch.float32)[None, :, None, None]
-    x, y = torch.as_tensor(data.x_train[:-args.dev]), torch.as_tensor(data.y_train[:-args.dev])
-    xd, yd = torch.as_tensor(data.x_train[-args.dev:]), torch.as_tensor(data.y_train[-args.dev:])
-    print(f"data: {len(x)} train, {len(xd)} development (of the training images)")
     teacher = OnnxTeacher(TEACHER, data, conv)
 
     def teach(batch: torch.Tensor) -> torch.Tensor:
@@ -72,8 +64,7 @@ def main() -> None:
 
     offline = teach(x)
     teacher_dev = float((teach(xd).argmax(1) == yd).float().mean())
-    recipe = Recipe(optimizer="adamw", schedule="onecycle", warmup=0.15, weight_decay=1e-4, label_smoothing=0.1,
-                    crop_padding=4, flip=True, channels_last=True)
+    recipe = Recipe(**FINAL_RECIPE)
     layout = torch.channels_last
     for variant, (temperature, alpha, mode) in VARIANTS.items():
         if variant in rows:

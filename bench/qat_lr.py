@@ -27,7 +27,7 @@ import math
 import time
 from pathlib import Path
 
-from cifar10 import DEFAULT_DATA, check_data
+from cifar10 import FINAL_RECIPE, add_dev_split_args, dev_split
 from common import ROOT, write_results
 
 NAME = "qat_lr"
@@ -54,35 +54,21 @@ def main() -> None:
     import torch
     from resnet8 import accuracy
 
-    from hwsearch.search.spec import DatasetSpec
-    from hwsearch.search.training import Recipe, augment, load_dataset, optimizer_for, resolve_device, schedule_for
+    from hwsearch.search.training import Recipe, augment, optimizer_for, resolve_device, schedule_for
     from hwsearch.spaces import Candidate, build_plan, network
     from hwsearch.targets import host_name
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--limit", type=int, default=20_000, help="images read (as the reference's search)")
-    ap.add_argument("--dev", type=int, default=3_000, help="training images held out to score on")
-    ap.add_argument("--epochs", type=int, default=8)
+    add_dev_split_args(ap)
     ap.add_argument("--finetune", type=int, default=3)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    check_data(Path(args.data))
     dest = ROOT / "bench" / "results" / f"{NAME}.json"
     done = json.loads(dest.read_text()) if dest.exists() else {}
     rows = {r["network"]: r for r in done.get("rows", [])}
     device = resolve_device(args.device)
-    t0 = time.perf_counter()
-    data = load_dataset(DatasetSpec(name="imagefolder", path=Path(args.data), limit=args.limit, val_fraction=0.1,
-                                    seed=SEED), SEED)
-    # the development split: the last --dev training images; the validation split is never read
-    x = torch.as_tensor(data.x_train[:-args.dev], device=device)
-    y = torch.as_tensor(data.y_train[:-args.dev], device=device)
-    xd = torch.as_tensor(data.x_train[-args.dev:], device=device)
-    yd = torch.as_tensor(data.y_train[-args.dev:], device=device)
-    print(f"data: {len(x)} train, {len(xd)} development (of the training images) ({time.perf_counter() - t0:.0f}s)")
-    recipe = Recipe(optimizer="adamw", schedule="onecycle", warmup=0.15, weight_decay=1e-4, label_smoothing=0.1,
-                    crop_padding=4, flip=True, channels_last=True)
+    data, x, y, xd, yd = dev_split(args, device)
+    recipe = Recipe(**FINAL_RECIPE)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     layout = torch.channels_last
 
