@@ -142,15 +142,11 @@ class OnnxTeacher:
         return scores
 
 
-def _onnx_logits(path: Path, data: Data, conv, x01: np.ndarray | None = None) -> np.ndarray:
-    """The teacher's logits (see :class:`OnnxTeacher`) on images in [0, 1] (N, C, H, W): by
-    default the training images."""
-    teacher = OnnxTeacher(path, data, conv)
-    if x01 is None:
-        mean = np.asarray(data.mean, np.float32)[None, :, None, None]
-        std = np.asarray(data.std, np.float32)[None, :, None, None]
-        x01 = data.x_train * std + mean  # back to [0, 1]
-    return teacher(x01)
+def _unit_range(data: Data, x: np.ndarray) -> np.ndarray:
+    """Normalised images of ``data`` back in [0, 1], as a teacher's conventions start from."""
+    mean = np.asarray(data.mean, np.float32)[None, :, None, None]
+    std = np.asarray(data.std, np.float32)[None, :, None, None]
+    return x * std + mean
 
 
 def check_teacher(conv, data: Data, images: int = 8) -> float:
@@ -159,10 +155,9 @@ def check_teacher(conv, data: Data, images: int = 8) -> float:
     images in its declared conventions and gives finite scores over its classes, tried on
     ``images`` training images; then return its accuracy on the validation split. A teacher far
     below what it should score usually has a convention wrong (pixel range, layout, class order)."""
-    mean = np.asarray(data.mean, np.float32)[None, :, None, None]
-    std = np.asarray(data.std, np.float32)[None, :, None, None]
-    _onnx_logits(Path(conv.onnx), data, conv, data.x_train[:images] * std + mean)
-    logits = _onnx_logits(Path(conv.onnx), data, conv, data.x_val * std + mean)
+    teacher = OnnxTeacher(Path(conv.onnx), data, conv)  # one session for both checks
+    teacher(_unit_range(data, data.x_train[:images]))
+    logits = teacher(_unit_range(data, data.x_val))
     return float((logits.argmax(1) == data.y_val).mean())
 
 
@@ -193,7 +188,7 @@ def teacher_logits(spec, data: Data, run_dir: Path, log=print) -> tuple[np.ndarr
             return cached, meta
     if spec.teacher.onnx:
         log(f"computing teacher logits with {spec.teacher.onnx}")
-        logits = _onnx_logits(Path(spec.teacher.onnx), data, spec.teacher)
+        logits = OnnxTeacher(Path(spec.teacher.onnx), data, spec.teacher)(_unit_range(data, data.x_train))
         meta = {"key": key, "kind": "onnx", "path": str(spec.teacher.onnx),
                 "conventions": spec.teacher.model_dump(mode="json", exclude={"onnx", "extra_epochs"})}
     else:
