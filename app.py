@@ -236,6 +236,13 @@ def fmt(metric: str, value) -> str:
     return f"{value:.4f} ms" if metric == "latency_ms" else f"{value:.2f} KB"
 
 
+def seeded_as(label: str) -> str:
+    """Why the search queued a trial itself, in words: a corner of the space, or the spec's own seed."""
+    if label.startswith("given"):
+        return "seeded by the spec's search.seeds"
+    return f"seeded as the space's {label.replace('cheapest ', 'cheapest by ')}"
+
+
 def natural(label: str) -> tuple:
     return tuple(int(n) for n in re.findall(r"\d+", label)) or (1 << 30,)
 
@@ -400,7 +407,7 @@ def candidate_detail(res: RunResults, source: str, stamp, number: int, device: s
         r = d.row
         st.subheader(f"Trial {number}")
         st.caption(f"{r.state}" + (f": {r.reason.splitlines()[0]}" if r.reason else "")
-                   + (f" · seeded as the space's {d.seeded.replace('cheapest ', 'cheapest by ')}" if d.seeded else ""))
+                   + (f" · {seeded_as(d.seeded)}" if d.seeded else ""))
         if not r.candidate:
             st.info("This trial has no candidate: it failed before its parameters made one.")
             return

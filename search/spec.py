@@ -188,6 +188,10 @@ class SearchSettings(_Strict):
     seed_corners: bool = Field(default=True, description=(
         "start a new study with the space's fastest and smallest candidates, and the one with the most "
         "multiply-adds the budget admits, so the front spans the trade-off up to the budget"))
+    seeds: list[str] = Field(default_factory=list, description=(
+        "candidates to try first, as candidate strings (as 'hwsearch pareto' prints them): the model "
+        "you deploy today, or a known good design, in the space's terms. Each is trained once, even "
+        "when the list grows on a continued study; one over budget is recorded as such"))
 
 
 class Spec(_Strict):
@@ -224,6 +228,17 @@ class Spec(_Strict):
             raise ValueError(f"unknown target {v!r}; registered: {', '.join(target_names())}, "
                              "or the path of an existing profile .json")
         return v
+
+    @model_validator(mode="after")
+    def _seeds_in_space(self) -> Spec:
+        from hwsearch.spaces import Candidate, params_of
+
+        for i, text in enumerate(self.search.seeds):
+            try:
+                params_of(Candidate.from_string(text), self.space)
+            except ValueError as e:
+                raise ValueError(f"search.seeds[{i}] {text!r} is not a candidate of the spec's space: {e}") from None
+        return self
 
     @property
     def data_seed(self) -> int:

@@ -33,7 +33,7 @@ from hwsearch.search.algorithms._cost_aware import CostAwareSampler, Priced
 from hwsearch.search.algorithms._early_stopping import ParetoHalving, rungs_for
 from hwsearch.search.algorithms._samplers import make_sampler
 from hwsearch.search.engine._executors import Rung, WorkerLost, WorkerSetup
-from hwsearch.search.engine._feasibility import LARGEST, check_reachable, largest_within_budget
+from hwsearch.search.engine._feasibility import GIVEN, LARGEST, check_reachable, largest_within_budget
 from hwsearch.search.study._records import COST_METRICS, Status, TrialRecord
 from hwsearch.search.study._study import (
     INFEASIBLE_ACCURACY,
@@ -240,7 +240,7 @@ class _Driver:
         from hwsearch.search.training._evaluate import train_settings
         from hwsearch.targets import get_target
 
-        spec, study, s = self.spec, self.study, self.spec.search
+        spec, study = self.spec, self.study
         t0 = time.perf_counter()
         (self.run_dir / "spec.yaml").write_text(spec.to_yaml())
         self.data = data = load_dataset(spec.dataset, spec.data_seed)
@@ -253,8 +253,7 @@ class _Driver:
         corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
         if isinstance(study.sampler, CostAwareSampler):
             study.sampler.use_prices(lambda cand: _priced(cand, target, data))
-        if s.seed_corners:
-            self._seed(corners, fresh)
+        self._seed(corners, fresh)
         teacher = None
         if spec.space.distill:
             from hwsearch.search.training._teacher import teacher_logits
@@ -269,20 +268,34 @@ class _Driver:
                  + (f"; early stopping at epochs {self.halving.rungs}" if self.halving else ""))
 
     def _seed(self, corners, fresh: bool) -> None:
-        """Anchor the front at both ends: the fastest and the smallest candidate of the space, and
-        the largest the budget admits (:func:`largest_within_budget`). A study started before a kind
-        of seed existed gets it when continued; a kind already tried is never queued again."""
+        """Queue the spec's own ``search.seeds`` first, then, with ``seed_corners``, anchor the front
+        at both ends: the fastest and the smallest candidate of the space, and the largest the budget
+        admits (:func:`largest_within_budget`). A study started before a seed existed (a kind of
+        corner, or a line added to ``search.seeds``) gets it when continued; a seed already tried is
+        never queued again."""
         spec, study, data = self.spec, self.study, self.data
-        seeds = {f"cheapest {m}": corners.cheapest_candidate[m] for m in ("latency_ms", "size_kb")} if fresh else {}
-        if (largest := largest_within_budget(spec, self.target, data.input_shape, data.num_classes)) is not None:
-            seeds[LARGEST] = largest[0]
-        had = {TrialRecord.of(t).seeded for t in study.get_trials(deepcopy=False)}
+        seeds = {f"{GIVEN}: {text}": text for text in spec.search.seeds}
+        if spec.search.seed_corners:
+            if fresh:
+                seeds |= {f"cheapest {m}": corners.cheapest_candidate[m] for m in ("latency_ms", "size_kb")}
+            if (largest := largest_within_budget(spec, self.target, data.input_shape, data.num_classes)) is not None:
+                seeds[LARGEST] = largest[0]
+        def candidate(params: dict) -> str | None:  # as the trial builds it (distillation settings rounded)
+            try:
+                return space(optuna.trial.FixedTrial(params), spec.space).to_string()
+            except ValueError:  # a trial that failed before all its parameters were drawn
+                return None
+
+        trials = study.get_trials(deepcopy=False)
+        had = {TrialRecord.of(t).seeded for t in trials}
+        tried = {candidate(t.system_attrs.get("fixed_params", t.params)) for t in trials}  # queued: fixed ones
         for why, text in seeds.items():
-            if why not in had:
-                study.enqueue_trial(params_of(Candidate.from_string(text), spec.space), skip_if_exists=True,
-                                    user_attrs=TrialRecord(seeded=why).attrs())
+            params = params_of(Candidate.from_string(text), spec.space)
+            if why not in had and candidate(params) not in tried:  # a candidate is tried once, whoever seeds it
+                study.enqueue_trial(params, user_attrs=TrialRecord(seeded=why).attrs())
+                tried.add(candidate(params))
                 if not fresh:
-                    self.log(f"queued the {why} candidate, which this study predates: {text}")
+                    self.log(f"queued the {why.split(':')[0]} candidate, which this study predates: {text}")
 
     # ------------------------------------------------------------------ the loop
 

@@ -8,10 +8,11 @@ naming the fields; the user starts a new run with ``--out``.
 
 What only changes how the search is *run* continues the study: the trial count, the workers and
 the backend (local, Ray, its address and resources), the device the training runs on, the
-sampler, early stopping, whether weights are kept, the seeds (a new study's corners, and the
+sampler, early stopping, whether weights are kept, the seeds (a new study's corners, the
 largest candidate within budget, which a study begun before that seed existed gets when
-continued) and the storage. Everything else in the spec is part of the contract, so a field added to the
-spec later is covered without a change here.
+continued, and the spec's own ``search.seeds``, each tried once) and the storage. Everything
+else in the spec is part of the contract, so a field added to the spec later is covered without
+a change here.
 
 The contract is stored in the study (user attribute ``contract``) when the study is created. A
 study created before contracts existed is checked against the ``spec.yaml`` its run directory
@@ -31,7 +32,7 @@ RUN_ONLY = frozenset({
     "storage",
     "search.trials", "search.workers", "search.backend", "search.address", "search.cpus_per_trial",
     "search.gpus_per_trial", "search.device", "search.sampler", "search.early_stopping",
-    "search.keep_weights", "search.seed_corners",
+    "search.keep_weights", "search.seed_corners", "search.seeds",
 })
 CONTRACT_ATTR = "contract"
 # Fields added to the spec after studies existed whose trials were measured one fixed way: a

@@ -106,6 +106,38 @@ def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_f
     assert largest_within_budget(parse_spec(tiny_spec()), target, (1, 8, 8), 10) is None
 
 
+def test_the_specs_own_seeds_are_tried_first_and_once_and_a_seed_added_later_continues_the_study(tmp_path):
+    base = parse_spec(tiny_spec())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    first, second = (space(study.ask(), base.space).to_string() for _ in range(2))
+    assert first != second
+
+    def run(trials: int, seeds: list[str]):
+        spec = parse_spec(tiny_spec(search={"trials": trials, "seed_corners": False, "seeds": seeds}))
+        return runner.run_search(spec, tmp_path, progress=False, log=lambda m: None).get_trials()
+
+    trials = run(3, [first])
+    assert trials[0].user_attrs["candidate"] == first
+    assert trials[0].user_attrs["seeded"] == f"given in search.seeds: {first}"
+    assert [t.user_attrs.get("seeded") for t in trials[1:]] == [None, None]
+    # a seed added to a continued study is tried (seeds do not change what a trial measures); the
+    # first is not tried again, and neither is a seed the study has already met
+    trials = run(6, [first, second, trials[1].user_attrs["candidate"]])
+    assert len(trials) == 6
+    assert [t.user_attrs["candidate"] for t in trials].count(first) == 1
+    assert trials[3].user_attrs["candidate"] == second and trials[3].user_attrs["seeded"].endswith(second)
+    assert [t.user_attrs.get("seeded") for t in trials[4:]] == [None, None]
+
+
+def test_a_seed_outside_the_space_is_refused_when_the_spec_loads_naming_it():
+    outside = "c8:ir_r1_k3_e1_c99_re:ir_r1_k3_e1_c16_re"  # no width 99 in its first stage
+    with pytest.raises(ValueError, match=rf"search.seeds\[0\] '{outside}' is not a candidate of the spec's "
+                                         r"space: .*width.*99"):
+        parse_spec(tiny_spec(search={"seeds": [outside]}))
+    with pytest.raises(ValueError, match=r"search.seeds\[0\] 'resnet8' is not a candidate"):
+        parse_spec(tiny_spec(search={"seeds": ["resnet8"]}))
+
+
 def test_a_failing_candidate_is_recorded_with_its_reason_and_the_search_goes_on(tmp_path):
     spec = parse_spec(tiny_spec(search={"trials": 4}, space={"distill": False}))
     calls = []
