@@ -159,12 +159,27 @@ SPACE = {
 #   best final, 5.9M multiply-adds at 16, 8, 4, reached 75.4% against ResNet-8's 79.1%.
 FUSED_SPACE = {**SPACE, "fused": [False, True]}
 RES32_STAGES = [{**stage, "stride": stride} for stage, stride in zip(SPACE["stages"], (1, 2, 2))]
+# "res32" was continued with seeds (``search.seeds``): ResNet-8's layout written in the space's terms,
+# chosen by pricing alone, before any of them trained. Its searched front has depth 1 in every stage
+# and its finals ended 5.9-6.8 points below ResNet-8; these say whether the space's blocks (a fused
+# 3x3 convolution and a 1x1 projection, where ResNet-8 has two 3x3) reach ResNet-8 when laid out as
+# it is. Widths 16/32/64, depth 2 in the last two stages (ResNet-8's stacks), then:
+RES32_SEEDS = (
+    # with two blocks in the first stage, as ResNet-8: 12.4M multiply-adds, 71.5 KB, priced 0.1506 ms,
+    # over the budget (0.1495): recorded as such, never trained
+    "c16:ir_r2_k3_e1_c16_s1_fu_re_w8a8:ir_r2_k3_e1_c32_s2_fu_re_w8a8:ir_r2_k3_e1_c64_s2_fu_re_w8a8",
+    # one block in the first stage, the stem and that block widened to 24 to spend the budget: 14.0M,
+    # 75.4 KB, 0.1476 ms
+    "c24:ir_r1_k3_e1_c24_s1_fu_re_w8a8:ir_r2_k3_e1_c32_s2_fu_re_w8a8:ir_r2_k3_e1_c64_s2_fu_re_w8a8",
+    # one block in the first stage, squeeze-excite in the last: 9.8M, 71.8 KB, 0.1298 ms
+    "c16:ir_r1_k3_e1_c16_s1_fu_re_w8a8:ir_r2_k3_e1_c32_s2_fu_re_w8a8:ir_r2_k3_e1_c64_s2_fu_se_re_w8a8",
+)
 RUNS: dict[str, dict] = {
     "depthwise": {"space": SPACE},
     "fused": {"space": FUSED_SPACE},
     "fused-20k": {"space": {**FUSED_SPACE, "distill": False}, "search_limit": 20_000, "search_epochs": 4},
     "res32": {"space": {**FUSED_SPACE, "distill": False, "stages": RES32_STAGES}, "search_limit": 20_000,
-              "search_epochs": 4},
+              "search_epochs": 4, "seeds": RES32_SEEDS},
 }
 
 SMOKE_SPACE = {
@@ -196,6 +211,7 @@ class Sizes:
     networks: int = 100  # whole networks the profile's calibration measures
     space: dict = field(default_factory=lambda: SPACE)
     run: str = "depthwise"  # a key of RUNS
+    seeds: tuple[str, ...] = ()  # the search's search.seeds (a run continued with more keeps its sizes)
 
     @property
     def name(self) -> str:
@@ -287,6 +303,8 @@ class Bench:
                        "finetune_epochs": s.search_finetune, "batch_size": 128, "lr": 4e-3, "workers": 1,
                        "device": self.args.device, "keep_weights": False},
         }
+        if s.seeds:
+            spec["search"]["seeds"] = list(s.seeds)
         text = yaml.safe_dump(spec, sort_keys=False)
         if not path.exists() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -559,8 +577,8 @@ def phase_search(b: Bench) -> None:
 
     hwsearch("run", str(b.spec_path()), "--out", str(b.run_dir), "--trials", str(b.sizes.trials))
     rr = RunResults(b.run_dir)
-    if largest_trial(rr) is None and b.budget:  # a study begun before hwsearch seeded this candidate
-        hwsearch("run", str(b.spec_path()), "--out", str(b.run_dir), "--trials", str(len(rr.rows()) + 1))
+    if queued := seeds_to_try(b, rr):  # a study begun before these seeds: continued, they are queued first
+        hwsearch("run", str(b.spec_path()), "--out", str(b.run_dir), "--trials", str(len(rr.rows()) + queued))
         rr = RunResults(b.run_dir)
     front = {r.number for r in rr.pareto()}
     trials = []
@@ -580,7 +598,8 @@ def phase_search(b: Bench) -> None:
         trials.append(entry)
     b.results["search"] = {"run": str(b.run_dir), "spec": str(b.spec_path()), "counts": rr.counts(),
                            "hypervolume": rr.hypervolume(), "front": sorted(front), "trials": trials,
-                           "train_images": n, "largest_within_budget": largest_trial(rr)}
+                           "train_images": n, "largest_within_budget": largest_trial(rr),
+                           "seeds": list(b.sizes.seeds), "seeded_by_the_spec": given_trials(rr)}
     log(f"search: {rr.counts()}; front: {len(front)} trials")
 
 
@@ -591,14 +610,33 @@ def largest_trial(rr) -> int | None:
     return next((r.number for r in rr.rows() if rr.detail(r.number).seeded == LARGEST), None)
 
 
-def reopen_for_largest(b: Bench) -> None:
-    """A run whose search predates the seeded largest candidate: its search goes on by that trial,
-    and the phases after it run again to train, export and compare it (their times add up)."""
+def given_trials(rr) -> list[int]:
+    """The trials of the spec's own ``search.seeds``."""
+    from hwsearch.search.engine import GIVEN
+
+    return [r.number for r in rr.rows() if (rr.detail(r.number).seeded or "").startswith(GIVEN)]
+
+
+def seeds_to_try(b: Bench, rr) -> int:
+    """How many seeded trials a continued study queues: the largest candidate within budget where it
+    predates that seed, and each of the spec's seeds that no trial holds yet."""
+    from hwsearch.spaces import Candidate
+
+    held = {r.candidate for r in rr.rows()}
+    return (int(largest_trial(rr) is None and bool(b.budget))
+            + sum(Candidate.from_string(s).to_string() not in held for s in b.sizes.seeds))
+
+
+def reopen_for_seeds(b: Bench) -> None:
+    """A run whose search predates the seeded largest candidate, or the run's ``seeds``: its search
+    goes on by those trials, and the phases after it run again to train, export and compare them
+    (their times add up)."""
     search = b.results.get("search")
-    if not b.done("search") or "largest_within_budget" in search:
+    if not b.done("search") or ("largest_within_budget" in search
+                                and search.get("seeds", []) == list(b.sizes.seeds)):
         return
-    log("the search predates the seeded largest candidate within budget: it goes on by that trial, and the "
-        "final, export and compare phases take it in")
+    log("the search predates some of its seeds (the largest candidate within budget, or the run's own): it goes "
+        "on by those trials, and the final, export and compare phases take them in")
     for name in ("search", "final", "export", "compare"):
         if name in b.results["phases"]:
             b.results["phases"][name]["done"] = False
@@ -612,19 +650,21 @@ def _train_images(images: int, val_fraction: float) -> int:
 
 def chosen_trials(b: Bench) -> list[int]:
     """The ``final`` most accurate members of the search's feasible front, topped up with the most
-    accurate other feasible trials where the front has fewer, and the seeded largest candidate
-    within budget: the search's fidelity cannot rank capacity, so it is trained whatever it read
-    there (fixed once chosen; a choice made before that candidate existed gains it)."""
+    accurate other feasible trials where the front has fewer, then the seeded largest candidate
+    within budget and the run's own seeds that fit it: the search's fidelity cannot rank capacity,
+    so they are trained whatever they read there (fixed once chosen; a choice made before a seed
+    existed gains it)."""
     final = b.results.setdefault("final", {})
     feasible = [t for t in b.results["search"]["trials"] if t["state"] == "complete"]
     if "chosen" not in final:
         feasible.sort(key=lambda t: (not t.get("pareto"), -t["accuracy"], t["latency_ms"]))
         final["chosen"] = [t["number"] for t in feasible[:b.sizes.final]]
         b.save()
-    largest = b.results["search"].get("largest_within_budget")
-    if largest is not None and largest not in final["chosen"] and any(t["number"] == largest for t in feasible):
-        final["chosen"].append(largest)
-        b.save()
+    search = b.results["search"]
+    for seeded in [search.get("largest_within_budget"), *search.get("seeded_by_the_spec", [])]:
+        if seeded is not None and seeded not in final["chosen"] and any(t["number"] == seeded for t in feasible):
+            final["chosen"].append(seeded)
+            b.save()
     return list(final["chosen"])
 
 
@@ -945,7 +985,7 @@ def main() -> None:
     b = Bench(args, sizes)
     use_cache(b.work)  # before any target is made
     b.work.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in asdict(sizes).items() if k not in ("space", "run")}
+    settings = {k: v for k, v in asdict(sizes).items() if k not in ("space", "run", "seeds")}
     if b.results.get("sizes", settings) != settings:
         sys.exit(f"error: {b.path} holds a benchmark of other sizes ({b.results['sizes']}); delete it and "
                  f"{b.work} to start again, or give the same options")
@@ -955,7 +995,7 @@ def main() -> None:
                      images=images, estimate_s=est)
     b.results.setdefault("invocations", []).append(datetime.now(UTC).isoformat(timespec="seconds"))
     b.save()
-    reopen_for_largest(b)
+    reopen_for_seeds(b)
     log(f"{b.name}{' (smoke)' if args.smoke else ''}: {images} images, host {_host()}, GPU {gpu_name() or 'none'}; "
         f"estimated on 2 CPU cores: " + ", ".join(f"{k} {v / 60:.0f} min" for k, v in est.items())
         + f"; total {sum(est.values()) / 3600:.1f} h")

@@ -16,6 +16,7 @@ from hwsearch.search.engine._executors import (
            WorkerSetup,
 )
 from hwsearch.search.engine._feasibility import (
+           GIVEN,
            LARGEST,
            NotMeasuredYet,
            Survey,
@@ -26,6 +27,6 @@ from hwsearch.search.engine._feasibility import (
 from hwsearch.search.engine._final import FinalTraining, train_final
 from hwsearch.search.engine._runner import make_executor, run_search
 
-__all__ = ["LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor", "RayExecutor", "Survey",
+__all__ = ["GIVEN", "LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor", "RayExecutor", "Survey",
            "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable", "largest_within_budget", "make_executor",
            "run_search", "survey", "train_final"]
