@@ -27,6 +27,6 @@ from hwsearch.search.engine._feasibility import (
 from hwsearch.search.engine._final import FinalTraining, train_final
 from hwsearch.search.engine._runner import make_executor, run_search
 
-__all__ = ["GIVEN", "LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor", "RayExecutor", "Survey",
-           "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable", "largest_within_budget", "make_executor",
-           "run_search", "survey", "train_final"]
+__all__ = ["GIVEN", "LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor", "RayExecutor",
+           "Survey", "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable", "largest_within_budget",
+           "make_executor", "run_search", "survey", "train_final"]
