@@ -587,10 +587,11 @@ def phase_search(b: Bench) -> None:
         entry = row.to_dict()
         if row.candidate:
             entry["macs"] = build_plan(Candidate.from_string(row.candidate), INPUT, CLASSES).macs
+            entry["seeded"] = rr.detail(row.number).seeded
         if row.state == "complete":
             detail = rr.detail(row.number)
             t = detail.timings
-            entry.update(timings=t, pareto=row.number in front, seeded=detail.seeded)
+            entry.update(timings=t, pareto=row.number in front)
             if t.get("train_s"):  # the dense phase's, validation included (as the final stage counts it)
                 entry["images_per_s"] = n * s.search_epochs / t["train_s"]
             if t.get("finetune_s") and s.search_finetune:

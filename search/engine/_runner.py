@@ -295,7 +295,8 @@ class _Driver:
                 study.enqueue_trial(params, user_attrs=TrialRecord(seeded=why).attrs())
                 tried.add(candidate(params))
                 if not fresh:
-                    self.log(f"queued the {why.split(':')[0]} candidate, which this study predates: {text}")
+                    kind = "search.seeds'" if why.startswith(GIVEN) else f"the {why}"
+                    self.log(f"queued {kind} candidate, which this study predates: {text}")
 
     # ------------------------------------------------------------------ the loop
 
