@@ -157,6 +157,9 @@ SPACE = {
 #   other runs' networks lose three quarters of the image before their first block, so at ResNet-8's
 #   size (the budget's binding limit near its latency) they cannot match its accuracy: "fused-20k"'s
 #   best final, 5.9M multiply-adds at 16, 8, 4, reached 75.4% against ResNet-8's 79.1%.
+# - "res32-depth": "res32" again, unseeded, after depth joined the cost-aware sampler's accuracy
+#   features: in "res32" all 40 proposals had one block per stage, and ResNet-8's layout, seeded by
+#   hand, read 2.5 points above them. This run says whether the sampler now finds such networks.
 FUSED_SPACE = {**SPACE, "fused": [False, True]}
 RES32_STAGES = [{**stage, "stride": stride} for stage, stride in zip(SPACE["stages"], (1, 2, 2))]
 # "res32" was continued with seeds (``search.seeds``): ResNet-8's layout written in the space's terms,
@@ -180,6 +183,8 @@ RUNS: dict[str, dict] = {
     "fused-20k": {"space": {**FUSED_SPACE, "distill": False}, "search_limit": 20_000, "search_epochs": 4},
     "res32": {"space": {**FUSED_SPACE, "distill": False, "stages": RES32_STAGES}, "search_limit": 20_000,
               "search_epochs": 4, "seeds": RES32_SEEDS},
+    "res32-depth": {"space": {**FUSED_SPACE, "distill": False, "stages": RES32_STAGES}, "search_limit": 20_000,
+                    "search_epochs": 4},
 }
 
 SMOKE_SPACE = {
@@ -961,7 +966,8 @@ def main() -> None:
     ap.add_argument("--run", default="depthwise", choices=list(RUNS),
                     help="which run: 'fused' adds fused blocks to the space, 'fused-20k' searches them at 4 + 1 "
                          "epochs on 20,000 images without the teacher, 'res32' the same with the first stage at "
-                         "32x32 (stage strides 1, 2, 2, as ResNet-8); each in its own work folder, results and "
+                         "32x32 (stage strides 1, 2, 2, as ResNet-8), 'res32-depth' that again after depth joined "
+                         "the cost-aware sampler's features; each in its own work folder, results and "
                          "exports (reference-RUN), ResNet-8's training taken from the first run (default depthwise)")
     ap.add_argument("--smoke", action="store_true", help="the whole flow, tiny, into its own work folder and results")
     ap.add_argument("--phases", help="run only these phases, comma-separated (e.g. 'reference', which trains "

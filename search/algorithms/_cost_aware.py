@@ -8,7 +8,7 @@ one, so it
 
 - never proposes a candidate over budget (a trial spent on nothing);
 - models accuracy alone: a Gaussian process on features of the network (multiply-adds,
-  parameters, bit widths, distillation temperature and weight);
+  parameters, depth, bit widths, distillation temperature and weight);
 - proposes the candidate with the largest expected hypervolume improvement (EHVI), exact in the
   known costs and in closed form over the predicted accuracy (a normal distribution).
 
@@ -55,7 +55,7 @@ from hwsearch.targets._cost import network_macs
 
 __all__ = ["CostAwareSampler", "Priced", "expected_hvi", "features"]
 
-FEATURES = ("log_macs", "log_params", "log_w_bits", "log_a_bits", "kd_alpha", "log_kd_temperature")
+FEATURES = ("log_macs", "log_params", "log_blocks", "log_w_bits", "log_a_bits", "kd_alpha", "log_kd_temperature")
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,19 @@ Prices = Callable[[Candidate], Priced]
 
 
 def features(plan: NetworkPlan) -> np.ndarray:
-    """What the accuracy model sees of a network (see ``FEATURES``): capacity, precision (the
-    lowest weight and activation bit widths of any stage) and distillation."""
+    """What the accuracy model sees of a network (see ``FEATURES``): capacity (multiply-adds,
+    parameters and depth), precision (the lowest weight and activation bit widths of any stage)
+    and distillation.
+
+    Depth is there because a cost the model cannot tell from accuracy is only ever a cost to it:
+    without it, two networks of equal multiply-adds and parameters looked equally accurate, the
+    deeper one slower (more layers, each with its per-call overhead), so the expected improvement
+    always preferred the shallow one. In the CIFAR-10 benchmark against ResNet-8, 40 of 40 proposed
+    candidates had one block per stage in a space of up to 3, while ResNet-8's layout in that space,
+    seeded by hand, read 2.5 points above all of them at the search's fidelity."""
     cand = plan.candidate
     return np.array([
-        math.log(network_macs(plan)), math.log(plan.params),
+        math.log(network_macs(plan)), math.log(plan.params), math.log(len(plan.blocks)),
         math.log2(min(s.w_bits for s in cand.stages)), math.log2(min(s.a_bits for s in cand.stages)),
         cand.alpha if cand.distils else 0.0, math.log(cand.temperature) if cand.distils else 0.0,
     ])

@@ -75,6 +75,42 @@ def test_the_sampler_asks_for_prices_before_it_proposes():
         study.ask()
 
 
+def test_the_accuracy_model_sees_depth_so_a_search_where_depth_pays_goes_deep():
+    """Depth costs latency (a layer more, and its per-call overhead): a model blind to it reads a
+    deeper network as a slower one of the same worth. Here accuracy depends on depth alone (the
+    last stage's: 1 or 2 blocks), the rest of each candidate only adds cost; after the start-up the
+    sampler must find that out and propose deep candidates, real prices included."""
+    from hwsearch.search.algorithms._cost_aware import FEATURES, features
+    from hwsearch.search.engine._runner import _priced
+    from hwsearch.search.study._records import Status, TrialRecord
+    from hwsearch.search.training._datasets import load_dataset
+    from hwsearch.spaces import build_plan
+    from hwsearch.targets import get_target
+
+    assert "log_blocks" in FEATURES
+    spec = parse_spec(tiny_spec(search={"sampler": "cost-aware"}, space={"distill": False}))
+    data = load_dataset(spec.dataset, spec.data_seed)
+    target = get_target(spec.target)
+    shallow, deep = (Candidate.from_string(f"c8:ir_r1_k3_e1_c8_re:ir_r{d}_k3_e1_c16_re") for d in (1, 2))
+    f_shallow, f_deep = (features(build_plan(c, data.input_shape, data.num_classes)) for c in (shallow, deep))
+    assert f_deep[FEATURES.index("log_blocks")] > f_shallow[FEATURES.index("log_blocks")]
+
+    sampler = CostAwareSampler(spec.space, spec.objectives, {}, seed=0, n_startup=4, pool=128)
+    sampler.use_prices(lambda cand: _priced(cand, target, data))
+    study = optuna.create_study(directions=spec.directions, sampler=sampler)
+    depths = []
+    for _ in range(14):
+        trial = study.ask()
+        cand = space(trial, spec.space)
+        depth = cand.stages[-1].depth
+        priced = _priced(cand, target, data)
+        accuracy = 0.5 + 0.3 * (depth - 1)
+        TrialRecord(status=Status.FEASIBLE, candidate=cand.to_string(), accuracy=accuracy).write(trial)
+        study.tell(trial, [accuracy, *(priced.costs[o] for o in spec.objectives if o != "accuracy")])
+        depths.append(depth)
+    assert sum(d == 2 for d in depths[4:]) >= 7, depths
+
+
 def candidates(study) -> list[str]:
     return [t.user_attrs.get("candidate") for t in study.get_trials()]
 
