@@ -16,17 +16,19 @@ from hwsearch.search.engine._executors import (
            WorkerSetup,
 )
 from hwsearch.search.engine._feasibility import (
+           DEEPEST,
            GIVEN,
            LARGEST,
            NotMeasuredYet,
            Survey,
            check_reachable,
+           deepest_within_budget,
            largest_within_budget,
            survey,
 )
 from hwsearch.search.engine._final import FinalTraining, train_final
 from hwsearch.search.engine._runner import make_executor, run_search
 
-__all__ = ["GIVEN", "LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor", "RayExecutor",
-           "Survey", "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable", "largest_within_budget",
-           "make_executor", "run_search", "survey", "train_final"]
+__all__ = ["DEEPEST", "GIVEN", "LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor",
+           "RayExecutor", "Survey", "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable",
+           "deepest_within_budget", "largest_within_budget", "make_executor", "run_search", "survey", "train_final"]

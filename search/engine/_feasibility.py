@@ -97,6 +97,7 @@ def check_reachable(spec, data) -> Survey:
 
 
 LARGEST = "largest within budget"  # the seeded trial's label
+DEEPEST = "deepest within budget"  # the seeded trial's label
 GIVEN = "given in search.seeds"  # a label's prefix: the spec's own seed, the candidate string after ": "
 ANCHOR_BITS = 8  # the largest candidate is looked for at the widest bit width up to this
 
@@ -116,6 +117,26 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
     admissible change adds any. Bits stay at the widest choice up to :data:`ANCHOR_BITS`, pruning at
     0 and the activation at the space's first (ReLU where offered): they change no multiply-add.
     """
+    return _ascent(spec, target, input_shape, num_classes, deep=False)
+
+
+def deepest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, float] | None:
+    """The candidate with the most blocks the budget admits, then the most multiply-adds at that
+    depth, and its multiply-adds; None without a budget, when no candidate fits, or when the space
+    offers one depth per stage.
+
+    The same greedy ascent as :func:`largest_within_budget`, except that while a change adding a
+    block fits, the one adding the most blocks per unit of budget is taken first. Depth costs
+    latency at equal multiply-adds (a layer more, each with its per-call overhead), so a search
+    ranking by expected improvement reaches deep networks last, if ever: in the CIFAR-10 benchmark
+    against ResNet-8 all 40 proposals of one run had one block per stage. This seed puts a deep
+    network in the study, and with it the accuracy model learns what depth is worth."""
+    if all(len(st.depths) == 1 for st in spec.space.stages):
+        return None
+    return _ascent(spec, target, input_shape, num_classes, deep=True)
+
+
+def _ascent(spec, target, input_shape, num_classes, deep: bool) -> tuple[str, float] | None:
     import dataclasses
 
     from hwsearch.spaces import Candidate, build_plan, extremes
@@ -139,6 +160,9 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
             priced[cand] = (plan.macs, use) if all(use[m] <= v for m, v in limits.items()) else None
         return priced[cand]
 
+    def blocks(cand: Candidate) -> int:
+        return sum(st.depth for st in cand.stages)
+
     def neighbours(cand: Candidate):
         for stem in space_.stem_widths:
             yield dataclasses.replace(cand, stem=stem)
@@ -154,13 +178,16 @@ def largest_within_budget(spec, target, input_shape, num_classes) -> tuple[str, 
     current = dataclasses.replace(smallest, stages=stages)
     here = price(current)
     while here is not None:
-        step: tuple[float, Candidate, tuple[float, dict[str, float]]] | None = None
+        step: tuple[tuple[float, float], Candidate, tuple[float, dict[str, float]]] | None = None
         for cand in neighbours(current):
             there = price(cand)
-            if there is None or there[0] <= here[0]:
+            if there is None:
                 continue
-            spent = sum(max(there[1][m] - here[1][m], 0.0) / limits[m] for m in limits)
-            gain = (there[0] - here[0]) / max(spent, 1e-9)
+            more = blocks(cand) - blocks(current) if deep else 0
+            if more < 0 or (more == 0 and there[0] <= here[0]):
+                continue  # depth first (when deep), then multiply-adds: never fewer blocks
+            spent = max(sum(max(there[1][m] - here[1][m], 0.0) / limits[m] for m in limits), 1e-9)
+            gain = (more / spent, (there[0] - here[0]) / spent)
             if step is None or gain > step[0]:
                 step = (gain, cand, there)
         if step is None:

@@ -33,7 +33,14 @@ from hwsearch.search.algorithms._cost_aware import CostAwareSampler, Priced
 from hwsearch.search.algorithms._early_stopping import ParetoHalving, rungs_for
 from hwsearch.search.algorithms._samplers import make_sampler
 from hwsearch.search.engine._executors import Rung, WorkerLost, WorkerSetup
-from hwsearch.search.engine._feasibility import GIVEN, LARGEST, check_reachable, largest_within_budget
+from hwsearch.search.engine._feasibility import (
+    DEEPEST,
+    GIVEN,
+    LARGEST,
+    check_reachable,
+    deepest_within_budget,
+    largest_within_budget,
+)
 from hwsearch.search.study._records import COST_METRICS, Status, TrialRecord
 from hwsearch.search.study._study import (
     INFEASIBLE_ACCURACY,
@@ -269,17 +276,18 @@ class _Driver:
 
     def _seed(self, corners, fresh: bool) -> None:
         """Queue the spec's own ``search.seeds`` first, then, with ``seed_corners``, anchor the front
-        at both ends: the fastest and the smallest candidate of the space, and the largest the budget
-        admits (:func:`largest_within_budget`). A study started before a seed existed (a kind of
-        corner, or a line added to ``search.seeds``) gets it when continued; a seed already tried is
-        never queued again."""
+        at both ends: the fastest and the smallest candidate of the space, the largest the budget
+        admits (:func:`largest_within_budget`) and the deepest (:func:`deepest_within_budget`). A
+        study started before a seed existed (a kind of corner, or a line added to ``search.seeds``)
+        gets it when continued; a seed already tried is never queued again."""
         spec, study, data = self.spec, self.study, self.data
         seeds = {f"{GIVEN}: {text}": text for text in spec.search.seeds}
         if spec.search.seed_corners:
             if fresh:
                 seeds |= {f"cheapest {m}": corners.cheapest_candidate[m] for m in ("latency_ms", "size_kb")}
-            if (largest := largest_within_budget(spec, self.target, data.input_shape, data.num_classes)) is not None:
-                seeds[LARGEST] = largest[0]
+            for label, find in ((LARGEST, largest_within_budget), (DEEPEST, deepest_within_budget)):
+                if (found := find(spec, self.target, data.input_shape, data.num_classes)) is not None:
+                    seeds[label] = found[0]
         def candidate(params: dict) -> str | None:  # as the trial builds it (distillation settings rounded)
             try:
                 return space(optuna.trial.FixedTrial(params), spec.space).to_string()

@@ -129,9 +129,9 @@ def test_a_search_never_proposes_over_budget_and_resumes_as_if_never_stopped(tmp
     trials = whole.get_trials()
     assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
     proposed = [t for t in trials if "seeded" not in t.user_attrs]
-    assert [t.user_attrs.get("seeded") for t in trials[:3]] == [
-        "cheapest latency_ms", "cheapest size_kb", "largest within budget"]
-    assert len(proposed) == 9
+    assert [t.user_attrs.get("seeded") for t in trials[:4]] == [
+        "cheapest latency_ms", "cheapest size_kb", "largest within budget", "deepest within budget"]
+    assert len(proposed) == 8
     assert all(t.user_attrs["status"] == "feasible" and t.user_attrs["size_kb"] <= spec.budget.size_kb
                for t in proposed)
     assert all(Candidate.from_string(t.user_attrs["candidate"]) == space(optuna.trial.FixedTrial(t.params), spec.space)

@@ -35,7 +35,7 @@ def median_size(spec) -> float:
 
 
 def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path):
-    spec = parse_spec(tiny_spec(search={"trials": 10}))
+    spec = parse_spec(tiny_spec(search={"trials": 10, "sampler": "random"}))  # one that proposes over budget
     spec.budget.size_kb = median_size(spec)
     trained = []
 
@@ -65,10 +65,11 @@ def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path):
         assert sum(ms for _, ms in blocks) == pytest.approx(t.user_attrs["latency_ms"])
     # only feasible trials reach the Pareto front
     assert {r.number for r in RunResults(tmp_path).pareto()} <= {t.number for t in feasible}
-    # the study starts at the space's corners and at the largest candidate the budget admits
-    assert [t.user_attrs.get("seeded") for t in trials[:4]] == [
-        "cheapest latency_ms", "cheapest size_kb", "largest within budget", None]
-    assert trials[2].user_attrs["status"] == "feasible"
+    # the study starts at the space's corners and at the largest and the deepest candidates the
+    # budget admits
+    assert [t.user_attrs.get("seeded") for t in trials[:5]] == [
+        "cheapest latency_ms", "cheapest size_kb", "largest within budget", "deepest within budget", None]
+    assert trials[2].user_attrs["status"] == trials[3].user_attrs["status"] == "feasible"
 
 
 def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_work():
@@ -104,6 +105,41 @@ def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_f
     assert fitting and macs >= max(fitting)
     # no budget, no such candidate
     assert largest_within_budget(parse_spec(tiny_spec()), target, (1, 8, 8), 10) is None
+
+
+def test_the_deepest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_a_block():
+    from hwsearch.search.engine import deepest_within_budget
+    from hwsearch.targets import get_target
+
+    spec = parse_spec(tiny_spec(space={"stages": [{"widths": [8, 12], "depths": [1, 2]},
+                                                  {"widths": [16], "depths": [1, 2, 3]}]}))
+    spec.budget.size_kb = median_size(spec)
+    target = get_target(spec.target)
+    text, macs = deepest_within_budget(spec, target, (1, 8, 8), 10)
+    best = Candidate.from_string(text)
+
+    def priced(cand):
+        plan = build_plan(cand, (1, 8, 8), 10)
+        return sum(s.depth for s in cand.stages), target.price(plan).size_kb
+
+    depth, size = priced(best)
+    assert size <= spec.budget.size_kb and build_plan(best, (1, 8, 8), 10).macs == macs
+    for i, (st, choices) in enumerate(zip(best.stages, spec.space.stages)):
+        for d in choices.depths:
+            if d > st.depth:
+                stages = list(best.stages)
+                stages[i] = dataclasses.replace(st, depth=d)
+                assert priced(dataclasses.replace(best, stages=tuple(stages)))[1] > spec.budget.size_kb
+    # at least as deep as any of a random sample of the candidates that fit
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    fitting = [d for d, s in (priced(space(study.ask(), spec.space)) for _ in range(60)) if s <= spec.budget.size_kb]
+    assert fitting and depth >= max(fitting)
+    # one depth per stage, or no budget: no such candidate
+    assert deepest_within_budget(parse_spec(tiny_spec()), target, (1, 8, 8), 10) is None
+    one_depth = parse_spec(tiny_spec(space={"stages": [{"widths": [8], "depths": [1]},
+                                                       {"widths": [16], "depths": [2]}]}))
+    one_depth.budget.size_kb = 1e6
+    assert deepest_within_budget(one_depth, target, (1, 8, 8), 10) is None
 
 
 def test_the_specs_own_seeds_are_tried_first_and_once_and_a_seed_added_later_continues_the_study(tmp_path):
