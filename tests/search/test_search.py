@@ -72,15 +72,22 @@ def test_infeasible_candidates_are_recorded_at_once_and_never_trained(tmp_path):
     assert trials[2].user_attrs["status"] == trials[3].user_attrs["status"] == "feasible"
 
 
-def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_work():
-    from hwsearch.search.engine import largest_within_budget
+def seeded_corner(find, spec):
+    """``(candidate, multiply-adds, target)`` of the seeded corner ``find`` gives on the tiny task,
+    with a size budget that cuts the space in half (set on ``spec``)."""
     from hwsearch.targets import get_target
 
-    spec = parse_spec(tiny_spec())
     spec.budget.size_kb = median_size(spec)
     target = get_target(spec.target)
-    text, macs = largest_within_budget(spec, target, (1, 8, 8), 10)
-    best = Candidate.from_string(text)
+    text, macs = find(spec, target, (1, 8, 8), 10)
+    return Candidate.from_string(text), macs, target
+
+
+def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_work():
+    from hwsearch.search.engine import largest_within_budget
+
+    spec = parse_spec(tiny_spec())
+    best, macs, target = seeded_corner(largest_within_budget, spec)
 
     def priced(cand):
         plan = build_plan(cand, (1, 8, 8), 10)
@@ -109,14 +116,10 @@ def test_the_largest_candidate_within_budget_fits_it_and_no_single_change_that_f
 
 def test_the_deepest_candidate_within_budget_fits_it_and_no_single_change_that_fits_adds_a_block():
     from hwsearch.search.engine import deepest_within_budget
-    from hwsearch.targets import get_target
 
     spec = parse_spec(tiny_spec(space={"stages": [{"widths": [8, 12], "depths": [1, 2]},
                                                   {"widths": [16], "depths": [1, 2, 3]}]}))
-    spec.budget.size_kb = median_size(spec)
-    target = get_target(spec.target)
-    text, macs = deepest_within_budget(spec, target, (1, 8, 8), 10)
-    best = Candidate.from_string(text)
+    best, macs, target = seeded_corner(deepest_within_budget, spec)
 
     def priced(cand):
         plan = build_plan(cand, (1, 8, 8), 10)
