@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from hwsearch.search.outputs import Repricing, RunResults, non_dominated, run_storage, storage_stamp, study_names
-from hwsearch.search.study import FINAL_DIR, CorruptJournal
+from hwsearch.search.study import FINAL_DIR, GIVEN, CorruptJournal
 from hwsearch.spaces import BlockPlan, Candidate, FusedBlockPlan, HeadPlan, Layer, NetworkPlan, StemPlan
 from hwsearch.targets import COST_METRICS, estimate_band, get_target, is_estimate, target_names
 
@@ -238,7 +238,7 @@ def fmt(metric: str, value) -> str:
 
 def seeded_as(label: str) -> str:
     """Why the search queued a trial itself, in words: a corner of the space, or the spec's own seed."""
-    if label.startswith("given"):
+    if label.startswith(GIVEN):
         return "seeded by the spec's search.seeds"
     return f"seeded as the space's {label.replace('cheapest ', 'cheapest by ')}"
 

@@ -30,6 +30,23 @@ def quickstart_spec(name: str, budget: dict | None = None, space: dict | None = 
     return parse_spec(data, ROOT / "examples")
 
 
+def host_slug(host: str | None = None) -> str:
+    """A CPU model as a file name's part: 'Intel(R) Xeon(R) Processor' -> 'intel-xeon-processor'."""
+    import re
+
+    from hwsearch.targets import host_name
+
+    words = re.sub(r"\((r|tm)\)", "", (host or host_name()).lower())
+    return "-".join(re.findall(r"[a-z0-9]+", words)) or "unknown-host"
+
+
+def host_results(name: str) -> Path:
+    """The results file of a benchmark whose figures belong to the host they were measured on:
+    ``bench/results/NAME.<cpu-model>.json``, one per CPU model, so a run on another kind of host
+    adds its figures beside the others instead of replacing them."""
+    return ROOT / "bench" / "results" / f"{name}.{host_slug()}.json"
+
+
 def write_results(name: str, results: dict) -> Path:
     dest = ROOT / "bench" / "results" / f"{name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ Scales: the quickstart space (1x8x8, 10 classes), the default space (3x32x32, 10
 the default space on 3x96x96 with 2 classes (a visual-wake-words-sized task, networks of
 milliseconds). ``--busy`` runs a CPU-bound neighbour process (``while True: pass``) beside every
 step. Results, with the CPU model and the onnxruntime version, go to
-``bench/results/latency_check.json`` (``latency_check_busy.json`` with ``--busy``); finished
-cells are kept, so an interrupted run resumes with the cells it had not finished.
+``bench/results/latency_check.<cpu-model>.json`` (``latency_check_busy.<cpu-model>.json`` with
+``--busy``), one file per CPU model; finished cells are kept, so an interrupted run resumes with the
+cells it had not finished.
 """
 
 from __future__ import annotations
@@ -101,9 +102,11 @@ def main() -> None:
     import onnxruntime
 
     sys.path.insert(0, str(ROOT))
+    from common import host_results
+
     from hwsearch.targets import host_name
 
-    dest = ROOT / "bench" / "results" / ("latency_check_busy.json" if args.busy else "latency_check.json")
+    dest = host_results("latency_check_busy" if args.busy else "latency_check")
     results = json.loads(dest.read_text()) if dest.exists() else {}
     if (
         results.get("host") != host_name()

@@ -626,15 +626,23 @@ def phase_search(b: Bench) -> None:
     b.results["search"] = {"run": str(b.run_dir), "spec": str(b.spec_path()), "counts": rr.counts(),
                            "hypervolume": rr.hypervolume(), "front": sorted(front), "trials": trials,
                            "train_images": n, "largest_within_budget": largest_trial(rr),
+                           "deepest_within_budget": seeded_trial(rr, "deepest"),
                            "seeds": list(b.sizes.seeds), "seeded_by_the_spec": given_trials(rr)}
     log(f"search: {rr.counts()}; front: {len(front)} trials")
 
 
 def largest_trial(rr) -> int | None:
     """The trial of the candidate with the most multiply-adds the budget admits, which hwsearch seeds."""
-    from hwsearch.search.engine import LARGEST
+    return seeded_trial(rr, "largest")
 
-    return next((r.number for r in rr.rows() if rr.detail(r.number).seeded == LARGEST), None)
+
+def seeded_trial(rr, corner: str) -> int | None:
+    """The trial of a corner hwsearch seeds: the ``largest`` candidate within budget (most
+    multiply-adds) or the ``deepest`` (most blocks)."""
+    from hwsearch.search.engine import DEEPEST, LARGEST
+
+    label = {"largest": LARGEST, "deepest": DEEPEST}[corner]
+    return next((r.number for r in rr.rows() if rr.detail(r.number).seeded == label), None)
 
 
 def given_trials(rr) -> list[int]:
@@ -677,8 +685,8 @@ def _train_images(images: int, val_fraction: float) -> int:
 
 def chosen_trials(b: Bench) -> list[int]:
     """The ``final`` most accurate members of the search's feasible front, topped up with the most
-    accurate other feasible trials where the front has fewer, then the seeded largest candidate
-    within budget and the run's own seeds that fit it: the search's fidelity cannot rank capacity,
+    accurate other feasible trials where the front has fewer, then the seeded largest and deepest
+    candidates within budget and the run's own seeds that fit it: the search's fidelity cannot rank capacity,
     so they are trained whatever they read there (fixed once chosen; a choice made before a seed
     existed gains it)."""
     final = b.results.setdefault("final", {})
@@ -688,7 +696,8 @@ def chosen_trials(b: Bench) -> list[int]:
         final["chosen"] = [t["number"] for t in feasible[:b.sizes.final]]
         b.save()
     search = b.results["search"]
-    for seeded in [search.get("largest_within_budget"), *search.get("seeded_by_the_spec", [])]:
+    corners = [search.get("largest_within_budget"), search.get("deepest_within_budget")]
+    for seeded in [*corners, *search.get("seeded_by_the_spec", [])]:
         if seeded is not None and seeded not in final["chosen"] and any(t["number"] == seeded for t in feasible):
             final["chosen"].append(seeded)
             b.save()
@@ -719,10 +728,18 @@ def phase_final(b: Bench) -> None:
                 "--finetune-epochs", str(s.finetune_epochs)]
         if s.final_limit:
             args += ["--limit", str(s.final_limit)]
+        before = final_records(b.run_dir).get(p)
         t0 = time.perf_counter()
         hwsearch(*args)
         record = final_records(b.run_dir)[p]
-        final["trials"][str(p)] = {**record.to_dict(), "wall_s": time.perf_counter() - t0}
+        entry = {**record.to_dict(), "wall_s": time.perf_counter() - t0}
+        if before is not None and before.fidelity == record.fidelity:  # trained by the same command before the
+            # phase ran (e.g. on another host, while this one's search could not go on): its own training time
+            entry["wall_s"] = sum(record.timings.values())
+            entry["wall_note"] = (f"trained before this phase, by `hwsearch {' '.join(args)}` on {record.host}, "
+                                  f"finished {record.finished_at}; wall_s is that run's training time (data loading "
+                                  "excluded)")
+        final["trials"][str(p)] = entry
         b.save()
 
 

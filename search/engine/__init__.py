@@ -16,9 +16,6 @@ from hwsearch.search.engine._executors import (
            WorkerSetup,
 )
 from hwsearch.search.engine._feasibility import (
-           DEEPEST,
-           GIVEN,
-           LARGEST,
            NotMeasuredYet,
            Survey,
            check_reachable,
@@ -28,6 +25,7 @@ from hwsearch.search.engine._feasibility import (
 )
 from hwsearch.search.engine._final import FinalTraining, train_final
 from hwsearch.search.engine._runner import make_executor, run_search
+from hwsearch.search.study import DEEPEST, GIVEN, LARGEST  # the seeded trials' labels, recorded there
 
 __all__ = ["DEEPEST", "GIVEN", "LARGEST", "FinalTraining", "InlineExecutor", "NotMeasuredYet", "PoolExecutor",
            "RayExecutor", "Survey", "TrialWorker", "WorkerLost", "WorkerSetup", "check_reachable",

@@ -96,9 +96,6 @@ def check_reachable(spec, data) -> Survey:
     return report
 
 
-LARGEST = "largest within budget"  # the seeded trial's label
-DEEPEST = "deepest within budget"  # the seeded trial's label
-GIVEN = "given in search.seeds"  # a label's prefix: the spec's own seed, the candidate string after ": "
 ANCHOR_BITS = 8  # the largest candidate is looked for at the widest bit width up to this
 
 

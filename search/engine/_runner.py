@@ -33,15 +33,8 @@ from hwsearch.search.algorithms._cost_aware import CostAwareSampler, Priced
 from hwsearch.search.algorithms._early_stopping import ParetoHalving, rungs_for
 from hwsearch.search.algorithms._samplers import make_sampler
 from hwsearch.search.engine._executors import Rung, WorkerLost, WorkerSetup
-from hwsearch.search.engine._feasibility import (
-    DEEPEST,
-    GIVEN,
-    LARGEST,
-    check_reachable,
-    deepest_within_budget,
-    largest_within_budget,
-)
-from hwsearch.search.study._records import COST_METRICS, Status, TrialRecord
+from hwsearch.search.engine._feasibility import check_reachable, deepest_within_budget, largest_within_budget
+from hwsearch.search.study._records import COST_METRICS, DEEPEST, GIVEN, LARGEST, Status, TrialRecord
 from hwsearch.search.study._study import (
     INFEASIBLE_ACCURACY,
     counts_toward_budget,

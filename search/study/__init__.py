@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hwsearch.search.study._contract import SpecChanged, contract_of
 from hwsearch.search.study._final import FINAL_DIR, Fidelity, FinalRecord, final_records, final_spec, write_final_record
-from hwsearch.search.study._records import RECORD_VERSION, Status, TrialRecord
+from hwsearch.search.study._records import DEEPEST, GIVEN, LARGEST, RECORD_VERSION, Status, TrialRecord
 from hwsearch.search.study._study import (
                                           INFEASIBLE_ACCURACY,
                                           JOURNAL,
@@ -30,6 +30,9 @@ from hwsearch.search.study._study import (
 )
 
 __all__ = [
+    "DEEPEST",
+    "GIVEN",
+    "LARGEST",
     "FINAL_DIR",
     "Fidelity",
     "FinalRecord",

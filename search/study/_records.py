@@ -18,9 +18,13 @@ from typing import Any
 from hwsearch.search.errors import SearchError
 from hwsearch.targets._cost import COST_METRICS
 
-__all__ = ["COST_METRICS", "RECORD_VERSION", "Status", "TrialRecord"]
+__all__ = ["COST_METRICS", "DEEPEST", "GIVEN", "LARGEST", "RECORD_VERSION", "Status", "TrialRecord"]
 
 RECORD_VERSION = 1
+# why a trial was queued rather than sampled (TrialRecord.seeded), besides "cheapest <metric>"
+LARGEST = "largest within budget"  # the candidate with the most multiply-adds the budget admits
+DEEPEST = "deepest within budget"  # the one with the most blocks
+GIVEN = "given in search.seeds"  # a prefix: the spec's own seed, the candidate string after ": "
 
 
 class Status(StrEnum):
@@ -53,7 +57,7 @@ class TrialRecord:
     infeasible_reason: str | None = None
     pruned_reason: str | None = None
     retried_after: str | None = None  # the worker loss a retry followed
-    seeded: str | None = None  # why the search queued it itself (a corner of the space)
+    seeded: str | None = None  # why the search queued it itself: LARGEST, DEEPEST, CHEAPEST... or GIVEN: <seed>
     requeued: bool | None = None  # cut by an interruption (not counted); its candidate, if drawn, queued again
     requeued_from: int | None = None  # the interrupted trial this one runs again
 
