@@ -287,24 +287,29 @@ def _int8_io(layer: Layer) -> tuple[bool, bool]:
     return _kind_int8_io(layer)
 
 
-def layer_model(layer: Layer, weights: LayerWeights) -> onnx.ModelProto:
-    """A graph holding one layer alone, batch 1, for timing.
+def layer_model(layer: Layer, weights: LayerWeights | Sequence[LayerWeights]) -> onnx.ModelProto:
+    """A graph holding one layer alone, batch 1, for timing; given several weights, that many
+    copies of the layer side by side, each reading the same input and giving its own output (run
+    one after another: the session is sequential), so that the copies after the first run as a
+    layer inside a network does, the runtime already started.
 
     An int8 layer takes and gives int8 tensors, as it does inside an int8 network, so its time
     holds no quantize or dequantize steps that the network would not run.
     """
+    copies = [weights] if isinstance(weights, LayerWeights) else list(weights)
     g = GraphBuilder()
     in_shape, out_shape = layer_shapes(layer)
     int8_in, int8_out = _int8_io(layer)
     x = g.dequantized("x", 0.05, ZERO_SIGNED) if int8_in else "x"
-    y = emit_layer(layer, g, x, weights)
-    out_type = TensorProto.FLOAT
-    source = g.quantized_source(y) if int8_out else None
-    if source:
-        y, out_type = source, TensorProto.UINT8
-    y = g.node("Identity", [y], "y")
-    return g.model([("x", in_shape, TensorProto.UINT8 if int8_in else TensorProto.FLOAT)],
-                   [(y, out_shape, out_type)])
+    outputs: list[TensorSpec] = []
+    for i, lw in enumerate(copies):
+        y = emit_layer(layer, g, x, lw)
+        out_type = TensorProto.FLOAT
+        source = g.quantized_source(y) if int8_out else None
+        if source:
+            y, out_type = source, TensorProto.UINT8
+        outputs.append((g.node("Identity", [y], "y" if i == 0 else f"y{i}"), out_shape, out_type))
+    return g.model([("x", in_shape, TensorProto.UINT8 if int8_in else TensorProto.FLOAT)], outputs)
 
 
 WEIGHT_GRIDS = "hwsearch.weight_grids"  # metadata key: JSON {float weight initializer: bits}

@@ -45,6 +45,7 @@ class _Model(BaseModel):
 
 
 DeviceKind = Literal["cpu", "gpu", "npu", "mcu"]
+LayerMethod = Literal["alone", "started"]  # how entries were measured: see _profiling.layer_method
 
 
 class DeviceFacts(_Model):
@@ -316,7 +317,11 @@ class Profile(_Model):
     device: DeviceFacts
     bits: BitSupport
     overhead_ms: Entry = Field(description="fixed per-inference cost of the runtime")
-    entries: dict[str, Entry] = Field(default_factory=dict, description="layer key -> its latency alone")
+    entries: dict[str, Entry] = Field(default_factory=dict, description="layer key -> its latency (layer_method)")
+    layer_method: LayerMethod = Field(default="alone", description=(
+        "how entries were measured: 'alone' (the layer's graph less the per-call overhead) or 'started' (the "
+        "smaller of that and one more copy of it side by side, the runtime's workers already running), see "
+        "_profiling.layer_method"))
     calibration: Calibration = Field(default_factory=Calibration)
     reference: Reference | None = Field(default=None, description="what the measurements are relative to")
     checks: list[SelfCheck] = Field(default_factory=list, description="self-checks, one per space, newest last")

@@ -111,13 +111,13 @@ def new_profile(name: str, threads: int = 1, provider: str = DEFAULT_PROVIDER,
     scale) and the runtime's per-call overhead measured against it."""
     import onnxruntime as ort
 
-    from hwsearch.targets._profiling import measure_overhead, measure_reference
+    from hwsearch.targets._profiling import layer_method, measure_overhead, measure_reference
 
     kind = kind or ("gpu" if provider.startswith(("CUDA", "Tensorrt", "ROCM", "Dml")) else "cpu")
     facts = DeviceFacts(name=name, kind=kind, runtime_version=ort.__version__, provider=provider, threads=threads,
                         host=host_name(), measured_at=now(), measured=True)
     ref = measure_reference(threads, provider)
-    return Profile(device=facts, bits=CPU_BITS, reference=ref,
+    return Profile(device=facts, bits=CPU_BITS, reference=ref, layer_method=layer_method(threads),
                    overhead_ms=Entry.of(measure_overhead(threads, provider, ref.ms)))
 
 
@@ -139,6 +139,8 @@ class LocalCpuTarget(ProfileTarget):
     def __init__(self, threads: int = 1, path: Path | None = None) -> None:
         import onnxruntime as ort
 
+        from hwsearch.targets._profiling import layer_method
+
         self.threads = threads
         path = path or cache_dir() / f"local-cpu-{threads}t.json"
         profile = None
@@ -148,8 +150,8 @@ class LocalCpuTarget(ProfileTarget):
             except ProfileError as e:
                 print(f"warning: {e}; measuring again", file=sys.stderr)
             if profile and (profile.device.runtime_version != ort.__version__ or profile.device.host != host_name()
-                            or profile.reference is None):
-                profile = None  # another runtime, another CPU, or measured without a reference: measure again
+                            or profile.reference is None or profile.layer_method != layer_method(threads)):
+                profile = None  # another runtime, CPU or way of measuring layers, or no reference: measure again
         super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
         self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
                             "measured on first use")
@@ -189,13 +191,13 @@ class LocalCpuTarget(ProfileTarget):
             self._measure(list(missing.values()))
 
     def _measure(self, layers: list[Layer]) -> None:
-        from hwsearch.targets._profiling import BATCH, measure_layers_alone, note_noise, profile_meter
+        from hwsearch.targets._profiling import batch_size, measure_layer_entries, note_noise, profile_meter
 
         m = profile_meter(self.profile)
-        since = len(m.ref_bursts)
-        for i in range(0, len(layers), BATCH):
-            batch = layers[i:i + BATCH]
-            for layer, entry in zip(batch, measure_layers_alone(batch, self.overhead().mean_ms, m, self._rng)):
+        since, size = len(m.ref_bursts), batch_size(self.threads)
+        for i in range(0, len(layers), size):
+            batch = layers[i:i + size]
+            for layer, entry in zip(batch, measure_layer_entries(batch, self.overhead().mean_ms, m, self._rng)):
                 self.profile.add(block_key(layer), entry)
         note_noise(self.profile, m, since, settle=False)
         self._dirty = True

@@ -39,6 +39,7 @@ from hwsearch.targets._profile_format import (
     Calibration,
     Entry,
     Profile,
+    ProfileError,
     Reference,
     Sample,
     SelfCheck,
@@ -49,6 +50,7 @@ from hwsearch.targets._profile_format import (
 
 if TYPE_CHECKING:
     from hwsearch.spaces._config import SpaceSpec
+    from hwsearch.targets._profile_format import LayerMethod
     from hwsearch.targets._target import Progress, Target
 
 OVERHEAD_SHAPE = (1, 3, 32, 32)
@@ -107,15 +109,66 @@ def measure_overhead(threads: int = 1, provider: str = DEFAULT_PROVIDER, referen
     return meter(threads, provider, reference_ms).measure([identity_model(OVERHEAD_SHAPE)], [OVERHEAD_SHAPE])[0]
 
 
-def measure_layers_alone(layers: Sequence[Layer], overhead_ms: float, m: Meter,
-                         rng: np.random.Generator | None = None) -> list[Entry]:
-    """Time layers alone, interleaved (random weights: values do not change a dense kernel's
-    speed). The per-call overhead is subtracted: a network pays it once, not once per layer."""
+COPIES = 4  # a layer's copies side by side, measured at more than one thread (see layer_method)
+
+
+def layer_method(threads: int) -> LayerMethod:
+    """How a profile at ``threads`` measures a layer's entry.
+
+    ``alone`` (one thread): the layer's graph timed alone, less the per-call overhead, which a
+    network pays once. ``started`` (more): the smaller of that and what one more copy of the layer
+    costs once the runtime is started: its graph against :data:`COPIES` copies of it side by side,
+    ``(t_K - t_1) / (K - 1)``. Both overstate the layer's share of a network, each in its own way.
+    A session's workers sleep after every run (``force_spinning_stop``, see ``_meter.session``),
+    so a layer timed alone pays a worker's wake-up and its parallel set-up that a layer inside a
+    network, the workers still spinning from the layer before, does not; a copy hands its own
+    output back, which a layer inside a network does not, and which outweighs a tiny layer. On the
+    2-core AMD EPYC host at 2 threads, 12 random networks per scale (``bench/latency_why.py``), the
+    layers' sum over their network (median, range; within 10%):
+
+    ============  ======================  ======================  ======================
+    scale         alone                   one more copy           the smaller
+    ============  ======================  ======================  ======================
+    1x8x8         1.07, 0.85-1.32; 42%    1.19, 0.97-1.64; 25%    1.07, 0.91-1.48; 67%
+    3x32x32       1.23, 1.07-1.55; 8%     1.05, 0.94-1.37; 58%    1.03, 0.91-1.26; 58%
+    3x96x96       1.26, 1.11-1.75; 0%     1.06, 0.96-1.35; 75%    1.05, 0.94-1.32; 75%
+    ============  ======================  ======================  ======================
+
+    At one thread there is no worker to wake, and alone stays the method (83% within 10% at
+    3x32x32 and 3x96x96 against 67% and 75% for the smaller; 42% against 75% at 1x8x8, where the
+    calibration on whole networks makes up the difference: the 1-thread cells of the latency
+    matrix hold).
+    """
+    return "started" if threads > 1 else "alone"
+
+
+def measure_layer_entries(layers: Sequence[Layer], overhead_ms: float, m: Meter,
+                          rng: np.random.Generator | None = None) -> list[Entry]:
+    """Layers' entries, by the meter's thread count's :func:`layer_method`, timed interleaved
+    (random weights: values do not change a dense kernel's speed)."""
     rng = rng or np.random.default_rng(0)
+    shapes = [layer_shapes(layer)[0] for layer in layers]
     models = [layer_model(layer, random_weights(layer, rng)) for layer in layers]
-    lats = m.measure(models, [layer_shapes(layer)[0] for layer in layers])
-    return [Entry(mean_ms=max(lat.mean_ms - overhead_ms, 0.05 * lat.mean_ms), std_ms=lat.std_ms, count=lat.count)
-            for lat in lats]
+    if layer_method(m.threads) == "alone":
+        lats = m.measure(models, shapes)
+        return [Entry(mean_ms=max(lat.mean_ms - overhead_ms, 0.05 * lat.mean_ms), std_ms=lat.std_ms,
+                      count=lat.count) for lat in lats]
+    copies = [layer_model(layer, [random_weights(layer, rng) for _ in range(COPIES)]) for layer in layers]
+    lats = m.measure(models + copies, shapes + shapes)
+    out = []
+    for one, k in zip(lats[:len(layers)], lats[len(layers):]):
+        alone, started = one.mean_ms - overhead_ms, (k.mean_ms - one.mean_ms) / (COPIES - 1)
+        if alone <= started:
+            out.append(Entry(mean_ms=max(alone, 0.05 * one.mean_ms), std_ms=one.std_ms, count=one.count))
+        else:
+            out.append(Entry(mean_ms=max(started, 0.05 * one.mean_ms), count=min(one.count, k.count),
+                             std_ms=float(np.hypot(one.std_ms, k.std_ms)) / (COPIES - 1)))
+    return out
+
+
+def batch_size(threads: int) -> int:
+    """Layers measured together: :data:`BATCH` graphs, one or two per layer."""
+    return BATCH if layer_method(threads) == "alone" else BATCH // 2
 
 
 def measure_adapter(input_shape: tuple[int, int, int], dtype: str, overhead_ms: float, m: Meter) -> Entry:
@@ -344,14 +397,19 @@ def measure_layers(profile: Profile, layers: Sequence[Layer], path: Path | None,
                    progress: Progress | None = None) -> int:
     """Measure the layers the profile has no entry for, in interleaved batches; returns how many
     were measured. Saved every few seconds, so a killed run loses one batch at most."""
+    if profile.entries and profile.layer_method != layer_method(threads):
+        raise ProfileError(f"the profile's entries were measured {profile.layer_method!r}, at {threads} thread(s) "
+                           f"layers are measured {layer_method(threads)!r}: the two do not add up; measure the "
+                           "profile again from scratch")
+    profile.layer_method = layer_method(threads)
     todo = list(
         {str(block_key(layer)): layer for layer in layers if str(block_key(layer)) not in profile.entries}.values()
     )
     saver, rng, m = _Saver(profile, path), np.random.default_rng(0), profile_meter(profile, threads, provider)
-    since = len(m.ref_bursts)
-    batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
-    for batch in progress(batches, f"layer batches of {BATCH}", len(batches)) if progress else batches:
-        for layer, entry in zip(batch, measure_layers_alone(batch, profile.overhead_ms.mean_ms, m, rng)):
+    since, size = len(m.ref_bursts), batch_size(threads)
+    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+    for batch in progress(batches, f"layer batches of {size}", len(batches)) if progress else batches:
+        for layer, entry in zip(batch, measure_layer_entries(batch, profile.overhead_ms.mean_ms, m, rng)):
             profile.add(block_key(layer), entry)
         saver.tick()
     note_noise(profile, m, since)
