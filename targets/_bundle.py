@@ -4,7 +4,8 @@
 that profiling the spec's space measures, as ONNX files:
 
 - the reference network every reading is relative to, and the empty graph (the per-call overhead);
-- every layer of the space's measuring grid (:func:`~hwsearch.targets._profiling.select_grid`);
+- every layer of the space's measuring grid (:func:`~hwsearch.targets._profiling.select_grid`),
+  and at more than one thread each one's copies side by side as well (``layer_method`` 'started');
 - the input adapters of exported files (uint8 and float32 pixels);
 - the calibration's whole networks (the seed and spread ``hwsearch profile`` uses) and the
   latency check's (another seed: held out from the fit);
@@ -13,7 +14,7 @@ with ``manifest.json`` (what each file is) and ``measure.py``, which needs only 
 numpy and onnxruntime (:mod:`hwsearch.targets._bundle_measure`, with the meter's source). On the
 device ``python3 DIR/measure.py`` writes ``timings.json``; back home ``hwsearch profile --import
 DIR/timings.json --out device.json`` (:func:`import_timings`) builds the profile exactly as
-``hwsearch profile`` would have: entries less the overhead, the calibration fitted on the whole
+``hwsearch profile`` would have: entries as its ``layer_method``, the calibration fitted on the whole
 networks, and the self-check on 30 of the held-out ones stored in it. ``hwsearch latency-check
 --target device.json --timings DIR/timings.json`` compares all of them at home.
 """
@@ -133,6 +134,8 @@ def write_bundle(out: Path, config: SpaceSpec, input_shape: tuple[int, int, int]
         CALIBRATION_SEED,
         CHECK_SEED,
         OVERHEAD_SHAPE,
+        copies_model,
+        layer_method,
         sample_plans,
         select_grid,
         space_fingerprint,
@@ -166,9 +169,13 @@ def write_bundle(out: Path, config: SpaceSpec, input_shape: tuple[int, int, int]
     log(f"writing {len(grid)} layers, 2 input adapters, {networks} calibration and {CHECK_NETWORKS} check networks "
         f"into {out}")
     rng = np.random.default_rng(0)
+    started = layer_method(threads) == "started"
     for i, layer in enumerate(grid):
         add("layer", str(block_key(layer)), layer_model(layer, random_weights(layer, rng)), f"layers/{i:05d}.onnx",
             layer_shapes(layer)[0])
+        if started:
+            add("copies", str(block_key(layer)), copies_model(layer, rng), f"layers/{i:05d}_copies.onnx",
+                layer_shapes(layer)[0])
     c, h, w = input_shape
     for dtype, onnx_type in (("uint8", TensorProto.UINT8), ("float32", TensorProto.FLOAT)):
         model = input_adapter_model(input_shape, 1 / 255, (0.0,) * c, (1.0,) * c, onnx_type, batch=1)
@@ -252,7 +259,7 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
     """Build a device profile from a bundle's measured timings (see the module) and save it."""
     from hwsearch.targets._profile_format import DeviceFacts
     from hwsearch.targets._profile_targets import CPU_BITS, ProfileTarget
-    from hwsearch.targets._profiling import CHECK_SEED, check_figures, fit_calibration
+    from hwsearch.targets._profiling import CHECK_SEED, check_figures, entry_of, fit_calibration
     from hwsearch.targets._target import network_features
 
     t = Timings(timings)
@@ -268,13 +275,12 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
                           bursts=t.bursts, noise=t.noise)
     profile = Profile(device=facts, bits=CPU_BITS, overhead_ms=overhead, reference=reference)
 
-    def less_overhead(e: Entry) -> Entry:
-        return Entry(mean_ms=max(e.mean_ms - overhead.mean_ms, 0.05 * e.mean_ms), std_ms=e.std_ms, count=e.count)
-
+    copies = {g["key"]: e for g, e in t.of("copies")}  # a bundle of more than one thread: 'started'
+    profile.layer_method = "started" if copies else "alone"
     for g, e in t.of("layer"):
-        profile.add(g["key"], less_overhead(e))
+        profile.add(g["key"], entry_of(e, overhead.mean_ms, copies.get(g["key"])))
     for g, e in t.of("adapter"):
-        profile.adapters[g["key"]] = less_overhead(e)
+        profile.adapters[g["key"]] = entry_of(e, overhead.mean_ms)  # alone, less the overhead
     rejected = sum(r["rejected"] for r in st["readings"].values())
     cis = [1.96 * e.std_ms / e.mean_ms for e in profile.entries.values() if e.mean_ms > 0]
     reference.rejected_rounds, reference.entry_ci = rejected, float(np.median(cis)) if cis else None

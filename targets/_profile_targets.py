@@ -51,6 +51,8 @@ class ProfileTarget(Target):
         self.path = path
         d = profile.device
         kind = "measured" if d.measured else "ESTIMATED from spec sheets"
+        if profile.layer_method == "started":
+            kind += " (layers as started: the smaller of alone and one more copy)"
         if not d.measured and profile.validation is not None:
             kind += f" ({profile.validation.band()})"
         self.description = f"{d.host}, {d.kind}, {d.provider}, {d.threads} thread(s), {kind}"
@@ -154,7 +156,8 @@ class LocalCpuTarget(ProfileTarget):
                 profile = None  # another runtime, CPU or way of measuring layers, or no reference: measure again
         super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
         self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
-                            "measured on first use")
+                            "measured on first use" + (" (layers as started: the smaller of alone and one more copy)"
+                                                       if layer_method(threads) == "started" else ""))
         self._rng = np.random.default_rng(0)
         self._dirty = False
 

@@ -49,6 +49,8 @@ from hwsearch.targets._profile_format import (
 )
 
 if TYPE_CHECKING:
+    import onnx
+
     from hwsearch.spaces._config import SpaceSpec
     from hwsearch.targets._profile_format import LayerMethod
     from hwsearch.targets._target import Progress, Target
@@ -150,20 +152,27 @@ def measure_layer_entries(layers: Sequence[Layer], overhead_ms: float, m: Meter,
     shapes = [layer_shapes(layer)[0] for layer in layers]
     models = [layer_model(layer, random_weights(layer, rng)) for layer in layers]
     if layer_method(m.threads) == "alone":
-        lats = m.measure(models, shapes)
-        return [Entry(mean_ms=max(lat.mean_ms - overhead_ms, 0.05 * lat.mean_ms), std_ms=lat.std_ms,
-                      count=lat.count) for lat in lats]
-    copies = [layer_model(layer, [random_weights(layer, rng) for _ in range(COPIES)]) for layer in layers]
+        return [entry_of(lat, overhead_ms) for lat in m.measure(models, shapes)]
+    copies = [copies_model(layer, rng) for layer in layers]
     lats = m.measure(models + copies, shapes + shapes)
-    out = []
-    for one, k in zip(lats[:len(layers)], lats[len(layers):]):
-        alone, started = one.mean_ms - overhead_ms, (k.mean_ms - one.mean_ms) / (COPIES - 1)
-        if alone <= started:
-            out.append(Entry(mean_ms=max(alone, 0.05 * one.mean_ms), std_ms=one.std_ms, count=one.count))
-        else:
-            out.append(Entry(mean_ms=max(started, 0.05 * one.mean_ms), count=min(one.count, k.count),
-                             std_ms=float(np.hypot(one.std_ms, k.std_ms)) / (COPIES - 1)))
-    return out
+    return [entry_of(one, overhead_ms, k) for one, k in zip(lats[:len(layers)], lats[len(layers):])]
+
+
+def copies_model(layer: Layer, rng: np.random.Generator) -> onnx.ModelProto:
+    """:data:`COPIES` copies of a layer side by side, each with its own random weights."""
+    return layer_model(layer, [random_weights(layer, rng) for _ in range(COPIES)])
+
+
+def entry_of(one: Latency | Entry, overhead_ms: float, copies: Latency | Entry | None = None) -> Entry:
+    """A layer's entry from its graph's time and, measured ``started``, its copies' time: the
+    smaller of the time alone less the per-call overhead and one more copy's cost (see
+    :func:`layer_method`), at least 5% of the graph's time (noise can make a tiny layer's
+    difference read zero or less)."""
+    alone = one.mean_ms - overhead_ms
+    if copies is not None and (started := (copies.mean_ms - one.mean_ms) / (COPIES - 1)) < alone:
+        return Entry(mean_ms=max(started, 0.05 * one.mean_ms), count=min(one.count, copies.count),
+                     std_ms=float(np.hypot(one.std_ms, copies.std_ms)) / (COPIES - 1))
+    return Entry(mean_ms=max(alone, 0.05 * one.mean_ms), std_ms=one.std_ms, count=one.count)
 
 
 def batch_size(threads: int) -> int:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import yaml
 
@@ -119,3 +120,35 @@ def test_the_bundle_command_writes_the_spec_space(tmp_path):
     bad = subprocess.run([*hwsearch_cmd(), "profile", "--import", str(tmp_path / "b" / "timings.json")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--out" in bad.stderr
+
+
+def test_a_bundle_of_two_threads_carries_each_layers_copies_and_imports_them_started(tmp_path):
+    """The arithmetic of the import, on timings written here (every layer alone 0.5 of the reference,
+    its copies 0.5 + 3 x 0.1): the entry is one more copy's cost, the smaller of the two."""
+    from hwsearch.spaces._plan import reachable_layers
+    from hwsearch.targets._bundle import import_timings
+    from hwsearch.targets._profiling import COPIES
+
+    config = SpaceSpec(**TINY_SPACE)
+    bundle = tmp_path / "bundle"
+    manifest = write_bundle(bundle, config, SHAPE, 3, threads=2, networks=12, log=lambda m: None)
+    layers = [g for g in manifest["graphs"] if g["kind"] == "layer"]
+    copies = {g["key"]: g for g in manifest["graphs"] if g["kind"] == "copies"}
+    assert len(layers) == len(select_grid(reachable_layers(config, SHAPE, 3))) and set(copies) == {
+        g["key"] for g in layers}
+    assert all(len(onnx.load(bundle / g["file"]).graph.output) == COPIES for g in copies.values())
+    one_thread = write_bundle(tmp_path / "one", config, SHAPE, 3, threads=1, networks=12, log=lambda m: None)
+    assert not [g for g in one_thread["graphs"] if g["kind"] == "copies"]  # alone, as ever
+
+    ratio = {"layer": 0.5, "copies": 0.5 + (COPIES - 1) * 0.1, "overhead": 0.05, "adapter": 0.2}
+    readings = {g["id"]: {"ratio": ratio.get(g["kind"], 1.0 + 0.01 * i), "sem": 0.001, "rounds": 7, "rejected": 0,
+                          "runs": 50, "session": 0} for i, g in enumerate(manifest["graphs"])}
+    state = {"bundle": manifest["id"], "host": "a device", "machine": "aarch64", "python": "3.11", "onnxruntime": "1",
+             "threads": 2, "provider": "CPUExecutionProvider", "readings": readings, "complete": True,
+             "sessions": [{"started": "2026-12-07T00:00:00+00:00", "reference_quiet_ms": 0.2, "bursts": 100,
+                           "noise": 1.0}]}
+    (bundle / "timings.json").write_text(json.dumps(state))
+    profile = import_timings(bundle / "timings.json", tmp_path / "device.json", log=lambda m: None)
+    assert profile.layer_method == "started" and profile.device.threads == 2
+    assert all(e.mean_ms == pytest.approx(0.1 * 0.2) for e in profile.entries.values())  # not (0.5 - 0.05) x 0.2
+    assert all(e.mean_ms == pytest.approx((0.2 - 0.05) * 0.2) for e in profile.adapters.values())
