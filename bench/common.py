@@ -47,8 +47,9 @@ def host_results(name: str) -> Path:
     return ROOT / "bench" / "results" / f"{name}.{host_slug()}.json"
 
 
-def write_results(name: str, results: dict) -> Path:
-    dest = ROOT / "bench" / "results" / f"{name}.json"
+def write_results(name: str, results: dict, per_host: bool = False) -> Path:
+    """``bench/results/NAME.json``, or with ``per_host`` :func:`host_results`' file."""
+    dest = host_results(name) if per_host else ROOT / "bench" / "results" / f"{name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(results, indent=1) + "\n")
     return dest

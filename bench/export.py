@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, host_results
+from common import ROOT, write_results
 
 
 def main() -> None:
@@ -83,9 +83,7 @@ def main() -> None:
                "files": len(file_errors), "files_within_10pct": sum(abs(e) <= 0.10 for e in file_errors),
                "worst_file_latency_error": max(map(abs, file_errors), default=None),
                "cards_with_warnings": sum(bool(r["warnings"]) for r in rows)}
-    dest = host_results("export")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({"summary": summary, "models": rows, "out": str(out)}, indent=1) + "\n")
+    dest = write_results("export", {"summary": summary, "models": rows, "out": str(out)}, per_host=True)
 
     print(f"{'trial':>5} {'torch':>7} {'fp32-torch':>10} {'int8 drop':>9}  {'fp32 pred/meas us':>18} "
           f"{'int8 pred/meas us':>18}  {'KB fp32/int8':>12}")

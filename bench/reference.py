@@ -599,6 +599,7 @@ def reuse_reference(b: Bench) -> bool:
 def phase_search(b: Bench) -> None:
     """(c) ``hwsearch run`` on the spec, then its trials and front into the results."""
     from hwsearch.search.outputs import RunResults
+    from hwsearch.search.study import DEEPEST
     from hwsearch.spaces import Candidate, build_plan
 
     hwsearch("run", str(b.spec_path()), "--out", str(b.run_dir), "--trials", str(b.sizes.trials))
@@ -626,28 +627,26 @@ def phase_search(b: Bench) -> None:
     b.results["search"] = {"run": str(b.run_dir), "spec": str(b.spec_path()), "counts": rr.counts(),
                            "hypervolume": rr.hypervolume(), "front": sorted(front), "trials": trials,
                            "train_images": n, "largest_within_budget": largest_trial(rr),
-                           "deepest_within_budget": seeded_trial(rr, "deepest"),
+                           "deepest_within_budget": seeded_trial(rr, DEEPEST),
                            "seeds": list(b.sizes.seeds), "seeded_by_the_spec": given_trials(rr)}
     log(f"search: {rr.counts()}; front: {len(front)} trials")
 
 
 def largest_trial(rr) -> int | None:
     """The trial of the candidate with the most multiply-adds the budget admits, which hwsearch seeds."""
-    return seeded_trial(rr, "largest")
+    from hwsearch.search.study import LARGEST
+
+    return seeded_trial(rr, LARGEST)
 
 
-def seeded_trial(rr, corner: str) -> int | None:
-    """The trial of a corner hwsearch seeds: the ``largest`` candidate within budget (most
-    multiply-adds) or the ``deepest`` (most blocks)."""
-    from hwsearch.search.engine import DEEPEST, LARGEST
-
-    label = {"largest": LARGEST, "deepest": DEEPEST}[corner]
+def seeded_trial(rr, label: str) -> int | None:
+    """The trial hwsearch seeded as ``label`` (``hwsearch.search.study``'s LARGEST, DEEPEST)."""
     return next((r.number for r in rr.rows() if rr.detail(r.number).seeded == label), None)
 
 
 def given_trials(rr) -> list[int]:
     """The trials of the spec's own ``search.seeds``."""
-    from hwsearch.search.engine import GIVEN
+    from hwsearch.search.study import GIVEN
 
     return [r.number for r in rr.rows() if (rr.detail(r.number).seeded or "").startswith(GIVEN)]
 

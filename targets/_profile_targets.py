@@ -52,7 +52,7 @@ class ProfileTarget(Target):
         d = profile.device
         kind = "measured" if d.measured else "ESTIMATED from spec sheets"
         if profile.layer_method == "started":
-            kind += " (layers as started: the smaller of alone and one more copy)"
+            kind += STARTED_WORDS
         if not d.measured and profile.validation is not None:
             kind += f" ({profile.validation.band()})"
         self.description = f"{d.host}, {d.kind}, {d.provider}, {d.threads} thread(s), {kind}"
@@ -100,6 +100,9 @@ class ProfileTarget(Target):
             raise UnpriceableError(f"no input adapter for {adapter_key(input_shape, dtype)} on {self.name!r}: "
                                    "profile it on the device with 'hwsearch profile' and a spec")
         return entry.latency()
+
+
+STARTED_WORDS = " (layers as started: the smaller of alone and one more copy)"  # a description's, see layer_method
 
 
 def cache_dir() -> Path:
@@ -156,8 +159,7 @@ class LocalCpuTarget(ProfileTarget):
                 profile = None  # another runtime, CPU or way of measuring layers, or no reference: measure again
         super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
         self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
-                            "measured on first use" + (" (layers as started: the smaller of alone and one more copy)"
-                                                       if layer_method(threads) == "started" else ""))
+                            "measured on first use" + (STARTED_WORDS if layer_method(threads) == "started" else ""))
         self._rng = np.random.default_rng(0)
         self._dirty = False
 
