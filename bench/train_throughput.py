@@ -5,7 +5,7 @@ The candidates are the issue's MobileNet-style network of 11.5M multiply-adds at
 (the search's dense phase) and with fake quantization at w8a8 (its fine-tuning phase), batch 128,
 on this host's cores. Every configuration is timed in interleaved rounds, so that a slow moment
 of a shared host hits them alike; a figure is the median of its rounds, and the ratios between
-configurations are taken within one run. Results: ``bench/results/train_throughput.json``.
+configurations are taken within one run. Results: ``bench/results/train_throughput.<cpu>.json``, one per CPU model.
 
     python bench/train_throughput.py [--rounds 7] [--steps 6] [--batch 128]
 """
@@ -14,15 +14,56 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from common import write_results
 
 CANDIDATE = "c16:ir_r2_k3_e6_c24_re:ir_r2_k3_e6_c48_re:ir_r2_k3_e6_c96_re"  # 11.5M multiply-adds at 32x32
-# (name, memory layout, ReLU in place): the training step as it was, and each change since; the last
-# is hwsearch's training today
-VARIANTS = (("NCHW (before)", "contiguous", False), ("channels_last", "channels_last", False),
-            ("channels_last + in-place ReLU (after)", "channels_last", True))
+# (name, memory layout, ReLU in place, fake quantization's straight-through sums recorded as before):
+# the training step as it was, and each change since; the last is hwsearch's training today
+VARIANTS = (("NCHW (before)", "contiguous", False, True), ("channels_last", "channels_last", False, True),
+            ("channels_last + in-place ReLU", "channels_last", True, True),
+            ("+ unrecorded straight-through (after)", "channels_last", True, False))
+
+
+@contextmanager
+def recorded_straight_through():
+    """Fake quantization as hwsearch ran it before the change being measured: the max-abs weight
+    grid and the tracked activation range as ``x + (q - x).detach()``, ``q`` computed from ``x``
+    with autograd recording every operator. The values are the same to the bit (the tests check
+    that ``network`` gives them); only the time differs."""
+    import torch
+
+    from hwsearch.spaces import network
+
+    act_forward, quantize_weight = network.ActQuant.forward, network.quantize_weight
+
+    def weight(w, bits, step=None):
+        if bits >= 32 or step is not None:
+            return quantize_weight(w, bits, step)
+        qmax = 2 ** (bits - 1) - 1
+        scale = network.weight_scale(w, bits)
+        return w + (torch.clamp(torch.round(w / scale), -qmax, qmax) * scale - w).detach()
+
+    def act(self, x):
+        if self.bits >= 32 or self.step is not None:  # off, or a learned range: not what changed
+            return act_forward(self, x)
+        if self.training:
+            lo, hi = x.detach().min(), x.detach().max()
+            if not bool(self.seen):
+                self.lo.copy_(lo), self.hi.copy_(hi), self.seen.fill_(True)
+            else:
+                self.lo.lerp_(lo, self.momentum), self.hi.lerp_(hi, self.momentum)
+        levels = 2**self.bits - 1
+        scale, zero = self.scale_zero_point()
+        return x + ((torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale - x).detach()
+
+    network.ActQuant.forward, network.quantize_weight = act, weight
+    try:
+        yield
+    finally:
+        network.ActQuant.forward, network.quantize_weight = act_forward, quantize_weight
 
 
 def main() -> None:
@@ -43,7 +84,7 @@ def main() -> None:
     for phase, bits in (("dense", ""), ("fake-quantized w8a8", "_w8a8")):
         cand = Candidate.from_string(":".join(s + bits if i else s for i, s in enumerate(CANDIDATE.split(":"))))
         plan = build_plan(cand, shape, 10)
-        for variant, layout_name, inplace in VARIANTS:
+        for variant, layout_name, inplace, recorded in VARIANTS:
             layout = torch.channels_last if layout_name == "channels_last" else torch.contiguous_format
             net = network.build(plan, torch.Generator().manual_seed(0))
             if bits:
@@ -57,13 +98,14 @@ def main() -> None:
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(args.batch, *shape, generator=gen).contiguous(memory_format=layout)
             y = torch.randint(0, 10, (args.batch,), generator=gen)
-            configs[(phase, variant)] = (net, opt, x, y)
+            configs[(phase, variant)] = (net, opt, x, y, recorded)
 
-    def step(net, opt, x, y) -> None:
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def step(net, opt, x, y, recorded) -> None:
+        with recorded_straight_through() if recorded else nullcontext():
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
     for c in configs.values():  # warm-up: kernels chosen, memory allocated
         for _ in range(3):
@@ -84,14 +126,14 @@ def main() -> None:
     after = VARIANTS[-1][0]
     for phase in ("dense", "fake-quantized w8a8"):
         speedups[phase] = {}
-        for before, _, _ in VARIANTS[:-1]:
+        for before, *_ in VARIANTS[:-1]:
             ratios = [a / b for a, b in zip(rates[(phase, after)], rates[(phase, before)])]
             speedups[phase][f"against {before}"] = {"median_of_round_ratios": float(np.median(ratios)),
                                                      "min": float(min(ratios)), "max": float(max(ratios))}
     results = {"host": host_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "candidate": CANDIDATE, "input": list(shape), "batch": args.batch, "rounds": args.rounds,
                "steps_per_round": args.steps, "rows": rows, "speedup_after_vs_before": speedups}
-    dest = write_results("train_throughput", results)
+    dest = write_results("train_throughput", results, per_host=True)
     print(f"host {results['host']}, torch {results['torch']}, {results['threads']} threads, batch {args.batch}")
     for r in rows:
         print(f"  {r['phase']:<20} {r['variant']:<38} {r['images_per_s']:7.0f} images/s")

@@ -143,6 +143,25 @@ def test_maxabs_is_todays_quantizer_exactly():
             assert torch.equal(aq(probe), old_act_quant(probe, aq.lo, aq.hi, aq.bits))
 
 
+def test_maxabs_gradients_pass_straight_through_with_nothing_else_recorded():
+    """The max-abs grids' backward is the identity, as ``x + (q - x).detach()`` gave, and autograd
+    keeps one node for it: the rounding, clamping and scaling run unrecorded."""
+    net = deployed("c8:ir_r1_k3_e3_c16_re_w4a8", "maxabs").train()
+    net(torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(3)))
+    conv = next(m for m in net.modules() if isinstance(m, network.QConv2d) and m.w_bits < 32)
+    r = torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(4))
+    w = conv.weight.detach().clone().requires_grad_()
+    q = network.quantize_weight(w, conv.w_bits)
+    (q * r).sum().backward()
+    assert torch.equal(w.grad, r)
+    assert [type(f).__name__ for f, _ in q.grad_fn.next_functions] == ["AccumulateGrad", "NoneType"]  # w, q
+    probe = (torch.randn(500, generator=torch.Generator().manual_seed(5)) * 4).requires_grad_()
+    out = conv.act_quant(probe)
+    out.backward(torch.ones(500))
+    assert torch.equal(probe.grad, torch.ones(500))
+    assert [type(f).__name__ for f, _ in out.grad_fn.next_functions] == ["AccumulateGrad", "NoneType"]
+
+
 def test_lsq_leaves_8_bit_layers_as_maxabs_and_training_stays_deterministic():
     data = random_data()
     cand = Candidate.from_string("c8:ir_r1_k3_e3_c16_re_w8a8")
