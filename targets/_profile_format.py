@@ -123,6 +123,10 @@ class SelfCheck(_Model):
     busy: float | None = Field(
         default=None, description="the reference's median burst during the check / the profile's quiet time"
     )
+    misses: int | None = Field(default=None, description="networks predicted beyond 10%, measured a second time")
+    misses_confirmed: int | None = Field(
+        default=None, description="misses whose second reading agreed with the first: the model's error, not noise"
+    )
     passed: bool
     checked_at: str
 

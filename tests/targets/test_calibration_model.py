@@ -127,6 +127,11 @@ def test_a_check_on_a_busy_or_changed_host_says_so():
     assert "1.72x" in model and "3 of its 4 misses" in model and "model's own error" in model
     (noise,) = check_warnings({**quiet, "busy": 1.72, "misses_again": {**again, "confirmed": 2}})
     assert "check again on a quiet host" in noise
+    # Not busy on the whole, but most misses read otherwise a second time: unsteady, said as such.
+    (unsteady,) = check_warnings({**quiet, "misses_again": {"misses": 31, "confirmed": 6, "within_10pct_again": 0.9}})
+    assert "25 of the check's 31 misses" in unsteady and "90% within 10%" in unsteady and "noise" in unsteady
+    assert check_warnings({**quiet, "misses_again": {"misses": 31, "confirmed": 20, "within_10pct_again": 0.8}}) == []
+    assert check_warnings({**quiet, "misses_again": {"misses": 2, "confirmed": 0, "within_10pct_again": 1.0}}) == []
 
 
 def test_calibration_networks_reach_the_floor_of_the_space():

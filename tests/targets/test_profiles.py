@@ -212,9 +212,10 @@ def test_profiler_measures_a_tiny_space_for_real_and_calibrates(tmp_path):
 def test_a_failed_self_check_says_whether_the_host_or_the_model_is_to_blame():
     from hwsearch.targets._profile_format import SelfCheck
 
-    def check(busy, drift=1.02):
+    def check(busy, drift=1.02, misses=None, confirmed=None):
         return SelfCheck(space="abc", input_shape=SHAPE, n=30, seed=1, within_10pct=0.8, mape=0.06, kendall_tau=0.93,
-                         host_drift=drift, busy=busy, passed=False, checked_at="now")
+                         host_drift=drift, busy=busy, misses=misses, misses_confirmed=confirmed, passed=False,
+                         checked_at="now")
 
     quiet = describe_check(check(1.1))
     assert "FAILED" in quiet and "model's own error" in quiet and "--networks" in quiet and "quiet host" in quiet
@@ -224,6 +225,12 @@ def test_a_failed_self_check_says_whether_the_host_or_the_model_is_to_blame():
     assert "measure again on a quiet host" in moved and "1.30x as slow" in moved
     older = describe_check(check(None))  # a check stored before 'busy' was recorded
     assert "measure again on a quiet host" in older
+    # Quiet on the whole, and its misses read the same twice: the model's error, with the count.
+    confirmed = describe_check(check(1.1, misses=6, confirmed=6))
+    assert "model's own error" in confirmed and "6 of its 6 misses read the same" in confirmed
+    # Quiet on the whole, but most misses read otherwise a second time: the host's timings moved.
+    moving = describe_check(check(1.16, misses=7, confirmed=1))
+    assert "timings moved" in moving and "6 of its 7 misses" in moving and "model's own" not in moving
 
 
 def _spec_file(tmp_path, **overrides) -> str:
