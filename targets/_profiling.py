@@ -532,9 +532,9 @@ def describe_check(check: SelfCheck) -> str:
     if check.passed:
         text += "passed"
     elif quiet and unsteady(check.misses, check.misses_confirmed):
-        assert check.misses is not None and check.misses_confirmed is not None
+        misses, same = check.misses or 0, check.misses_confirmed or 0
         text += (f"FAILED (under {PASS_WITHIN_10PCT:.0%} within +-10% or tau under {PASS_TAU}) on a host whose "
-                 f"timings moved during the check: {check.misses - check.misses_confirmed} of its {check.misses} "
+                 f"timings moved during the check: {misses - same} of its {misses} "
                  f"misses read more than {AGAIN_AGREE:.0%} differently when measured again, though runs were at "
                  f"{check.busy:.2f}x their quiet time on the whole; measure again when the host is steadier")
     elif quiet:
