@@ -21,6 +21,7 @@ from hwsearch.spaces._plan import LAYER_KINDS, BlockPlan, FusedBlockPlan, HeadPl
 from hwsearch.targets._cost import Latency, precision_of
 from hwsearch.targets._errors import TargetError
 from hwsearch.targets._extend import Anchors, Extension, extend_price
+from hwsearch.targets._layouts import LAYOUT_FEATURES, Layout, LayoutName
 from hwsearch.targets._published import Validation
 from hwsearch.targets._roofline import RooflineFigures, roofline_ms
 
@@ -70,6 +71,18 @@ class Entry(_Model):
     mean_ms: float = Field(ge=0)
     std_ms: float = Field(ge=0)
     count: int = Field(ge=1)
+    layout_in: LayoutName | None = Field(
+        default=None, description="the layout the layer's first kernel takes its input in, alone (see _layouts)")
+    layout_out: LayoutName | None = Field(default=None, description="the layout its last kernel gives its output in")
+    split_act: int = Field(default=0, ge=0, description="its operators alone that a network fuses into a kernel")
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.layout_in, self.layout_out, self.split_act)
+
+    def with_layout(self, layout: Layout) -> Entry:
+        return self.model_copy(update={"layout_in": layout.in_, "layout_out": layout.out,
+                                       "split_act": layout.split_act})
 
     def latency(self) -> Latency:
         return Latency(self.mean_ms, self.std_ms, self.count)
@@ -165,8 +178,8 @@ def layer_terms(kind: str, precision: str, lookup_ms: float, kelems: float, swit
 
 
 _GROUPS = ("fp32", "int8", *(f"{k}_{p}" for k in (*KINDS, "se") for p in ("fp32", "int8")))
-FEATURES = tuple(f"{g}_{x}" for g in _GROUPS for x in ("ms", "kelems", "layers")) + ("switches",)
-FEATURE_SET = 2  # version of layer_terms' features: samples of another version are measured again
+FEATURES = tuple(f"{g}_{x}" for g in _GROUPS for x in ("ms", "kelems", "layers")) + ("switches", *LAYOUT_FEATURES)
+FEATURE_SET = 3  # version of the features (layer_terms' and boundary_terms'): samples of another are measured again
 
 
 class Calibration(_Model):
@@ -181,7 +194,12 @@ class Calibration(_Model):
     Why it is not just the lookups' sum: a layer timed alone converts its input and output
     between the graph's layout and the kernel's (NCHWc reorders, NHWC transposes) and pays a
     graph's fixed costs (at 2 threads, waking the worker thread); inside a network the layouts
-    of its neighbours decide what is converted, once. The fit is least squares on relative
+    of its neighbours decide what is converted, once: where the profile records its layers'
+    layouts (:attr:`Profile.layouts`), the conversions two neighbours keep and the operators a
+    network fuses are features too (:func:`~hwsearch.targets._layouts.boundary_terms`; on the AMD
+    EPYC host at one thread they took the 50 fresh networks within 10% from 98% to 100% at 1x8x8 and
+    3x96x96, and the quickstart's cheap corner, where most of a network is conversions, from 92% to
+    100%). The fit is least squares on relative
     error, regularised towards the plain sum (``PRIOR``), so coefficients that the networks do
     not pin down stay near it; how strongly is chosen by cross-validation on the samples
     (``ridge``). :meth:`~hwsearch.targets._target.Target.price` gives a network exactly this
@@ -338,6 +356,9 @@ class Profile(_Model):
     extension: Extension | None = Field(default=None, description=(
         "a model fitted on the entries that prices the layers they lack, with its measured error "
         "('hwsearch extend')"))
+    layouts: bool = Field(default=False, description=(
+        "whether its entries record the layouts at the layers' edges (_layouts): measured with onnxruntime "
+        "here, not in a bundle or an estimate"))
     # (family, alignment class) -> (expanded width, entry) of the measured pruned widths, by width
     _index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]] | None = PrivateAttr(default=None)
     _anchors: Anchors | None = PrivateAttr(default=None)  # the entries by configuration, for the extension
@@ -453,6 +474,26 @@ class Profile(_Model):
                 raise
             band = self.extension.band if self._anchors.nearest(key) else self.extension.band_alone
             return Latency(ms, ms * band, 1)
+
+    def layout(self, layer: Layer) -> Layout | None:
+        """The layouts at a layer's edges (:class:`~hwsearch.targets._layouts.Layout`): its entry's,
+        else, for a width :meth:`lookup` interpolates, the nearer measured width's of the same
+        alignment class (the NCHWc block follows the alignment), for a head of another class count
+        the head it is priced from; None where the profile does not record them."""
+        if not self.layouts or self.roofline is not None:
+            return None
+        key = block_key(layer)
+        entry = self.entries.get(str(key))
+        if entry is not None:
+            return entry.layout
+        if key.kind == "head":
+            by_classes = self._heads().get((key.h, key.w, key.cin, key.precision))
+            return by_classes[min(by_classes, key=lambda c: (abs(c - key.cout), c))].layout if by_classes else None
+        if key.prunable:
+            points = self._families().get((key.family, key.align), [])
+            if points:
+                return min(points, key=lambda p: (abs(p[0] - key.mid), p[0]))[1].layout
+        return None
 
     def priced_by(self, layer: Layer) -> str:
         """How :meth:`lookup` prices a layer: ``roofline`` (an estimate), ``entry`` (measured),

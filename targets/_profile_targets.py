@@ -12,6 +12,7 @@ import numpy as np
 
 from hwsearch.spaces._plan import NetworkPlan
 from hwsearch.targets._cost import Cost, Latency
+from hwsearch.targets._layouts import Layout
 from hwsearch.targets._meter import DEFAULT_PROVIDER, host_name
 from hwsearch.targets._profile_format import (
     FEATURE_SET,
@@ -72,6 +73,9 @@ class ProfileTarget(Target):
     def overhead(self) -> Latency:
         return self.profile.overhead_ms.latency()
 
+    def layouts(self, plan: NetworkPlan) -> list[Layout | None]:
+        return [self.profile.layout(layer) for layer in plan.layers]
+
     def layer_latency(self, layer: Layer) -> Latency:
         try:
             return self.profile.lookup(layer)
@@ -122,7 +126,7 @@ def new_profile(name: str, threads: int = 1, provider: str = DEFAULT_PROVIDER,
     facts = DeviceFacts(name=name, kind=kind, runtime_version=ort.__version__, provider=provider, threads=threads,
                         host=host_name(), measured_at=now(), measured=True)
     ref = measure_reference(threads, provider)
-    return Profile(device=facts, bits=CPU_BITS, reference=ref, layer_method=layer_method(threads),
+    return Profile(device=facts, bits=CPU_BITS, reference=ref, layer_method=layer_method(threads), layouts=True,
                    overhead_ms=Entry.of(measure_overhead(threads, provider, ref.ms)))
 
 
@@ -155,8 +159,9 @@ class LocalCpuTarget(ProfileTarget):
             except ProfileError as e:
                 print(f"warning: {e}; measuring again", file=sys.stderr)
             if profile and (profile.device.runtime_version != ort.__version__ or profile.device.host != host_name()
-                            or profile.reference is None or profile.layer_method != layer_method(threads)):
-                profile = None  # another runtime, CPU or way of measuring layers, or no reference: measure again
+                            or profile.reference is None or profile.layer_method != layer_method(threads)
+                            or not profile.layouts):
+                profile = None  # another runtime, CPU or way of measuring layers, no reference or layouts: again
         super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
         self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
                             "measured on first use" + (STARTED_WORDS if layer_method(threads) == "started" else ""))

@@ -20,6 +20,7 @@ import numpy as np
 
 from hwsearch.spaces._plan import Layer, NetworkPlan, build_plan, reachable_layers
 from hwsearch.targets._cost import Latency
+from hwsearch.targets._layouts import LAYOUT_FEATURES, layer_layout
 from hwsearch.targets._meter import DEFAULT_PROVIDER, Meter, meter
 from hwsearch.targets._onnx_graph import (
     identity_model,
@@ -147,15 +148,19 @@ def layer_method(threads: int) -> LayerMethod:
 def measure_layer_entries(layers: Sequence[Layer], overhead_ms: float, m: Meter,
                           rng: np.random.Generator | None = None) -> list[Entry]:
     """Layers' entries, by the meter's thread count's :func:`layer_method`, timed interleaved
-    (random weights: values do not change a dense kernel's speed)."""
+    (random weights: values do not change a dense kernel's speed), with the layouts at their edges
+    (:func:`~hwsearch.targets._layouts.layer_layout`)."""
     rng = rng or np.random.default_rng(0)
     shapes = [layer_shapes(layer)[0] for layer in layers]
     models = [layer_model(layer, random_weights(layer, rng)) for layer in layers]
+    layouts = [layer_layout(layer, model) for layer, model in zip(layers, models)]
     if layer_method(m.threads) == "alone":
-        return [entry_of(lat, overhead_ms) for lat in m.measure(models, shapes)]
-    copies = [copies_model(layer, rng) for layer in layers]
-    lats = m.measure(models + copies, shapes + shapes)
-    return [entry_of(one, overhead_ms, k) for one, k in zip(lats[:len(layers)], lats[len(layers):])]
+        entries = [entry_of(lat, overhead_ms) for lat in m.measure(models, shapes)]
+    else:
+        copies = [copies_model(layer, rng) for layer in layers]
+        lats = m.measure(models + copies, shapes + shapes)
+        entries = [entry_of(one, overhead_ms, k) for one, k in zip(lats[:len(layers)], lats[len(layers):])]
+    return [entry.with_layout(layout) for entry, layout in zip(entries, layouts)]
 
 
 def copies_model(layer: Layer, rng: np.random.Generator) -> onnx.ModelProto:
@@ -354,7 +359,7 @@ def fit_calibration(samples: list[Sample], overhead_ms: float, previous: Calibra
         return Calibration(**keep, feature_set=FEATURE_SET)
     y = np.array([s.measured_ms for s in samples])
     every = [f for f in FEATURES if any(s.features.get(f, 0.0) for s in samples)]
-    coarse = [f for f in every if f.split("_")[0] in ("fp32", "int8")]
+    coarse = [f for f in every if f.split("_")[0] in ("fp32", "int8") or f in LAYOUT_FEATURES]
     ridge = None
     if len(samples) >= 8:
         b = (y - overhead_ms) / y
@@ -478,7 +483,8 @@ def calibrate(profile: Profile, lookup: Callable[[NetworkPlan], list[Latency]], 
         for plan, lat in zip(batch, measure_networks(batch, m, rng)):
             profile.calibration.samples.append(Sample(
                 candidate=plan.candidate.to_string(), input_shape=plan.input_shape,
-                features=network_features(plan.layers, lookup(plan)), measured_ms=lat.mean_ms))
+                features=network_features(plan.layers, lookup(plan), [profile.layout(x) for x in plan.layers]),
+                measured_ms=lat.mean_ms))
         saver.tick()
     note_noise(profile, m, since)
     cal = fit_calibration(profile.calibration.samples, profile.overhead_ms.mean_ms, profile.calibration)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from hwsearch.spaces._plan import BlockPlan, Layer, NetworkPlan
 from hwsearch.targets._cost import Cost, Latency, layer_kelems, peak_memory_kb, precision_of, size_kb
+from hwsearch.targets._layouts import Layout, boundary_terms
 from hwsearch.targets._meter import DEFAULT_PROVIDER, host_name
 from hwsearch.targets._profile_format import FEATURES, Calibration, Profile, UnpriceableError, layer_terms
 
@@ -59,13 +60,15 @@ class Runtime:
         return self.elsewhere() is None
 
 
-def _terms(layers: Sequence[Layer], lookups: list[Latency]) -> list[dict[str, float]]:
+def _terms(layers: Sequence[Layer], lookups: list[Latency],
+           layouts: Sequence[Layout | None] | None = None) -> list[dict[str, float]]:
     out: list[dict[str, float]] = []
     prev: str | None = None
-    for layer, lat in zip(layers, lookups):
+    edges = boundary_terms(layers, layouts) if layouts else [{} for _ in layers]
+    for layer, lat, edge in zip(layers, lookups, edges):
         p = precision_of(layer.w_bits, layer.a_bits)
         se = isinstance(layer, BlockPlan) and layer.se > 0
-        out.append(layer_terms(layer.kind, p, lat.mean_ms, layer_kelems(layer), prev not in (None, p), se))
+        out.append(layer_terms(layer.kind, p, lat.mean_ms, layer_kelems(layer), prev not in (None, p), se) | edge)
         prev = p
     return out
 
@@ -82,10 +85,12 @@ def _shares(raw: list[float], floors: list[float], total: float) -> list[float]:
     return [f if lo else max(r * k, f) for r, f, lo in zip(raw, floors, low)]
 
 
-def network_features(layers: Sequence[Layer], lookups: list[Latency]) -> dict[str, float]:
-    """The calibration's features of a network: its layers' :func:`layer_terms` summed."""
+def network_features(layers: Sequence[Layer], lookups: list[Latency],
+                     layouts: Sequence[Layout | None] | None = None) -> dict[str, float]:
+    """The calibration's features of a network: its layers' :func:`layer_terms` summed, and, where
+    the layers' layouts are known, the conversions their edges save (:func:`boundary_terms`)."""
     f = dict.fromkeys(FEATURES, 0.0)
-    for terms in _terms(layers, lookups):
+    for terms in _terms(layers, lookups, layouts):
         for k, v in terms.items():
             f[k] += v
     return f
@@ -153,6 +158,11 @@ class Target(ABC):
     def lookups(self, plan: NetworkPlan) -> list[Latency]:
         return [self.layer_latency(layer) for layer in plan.layers]
 
+    def layouts(self, plan: NetworkPlan) -> list[Layout | None]:
+        """The layouts at each layer's edges, where the target knows them (None: it does not, and a
+        network's edges save nothing in its price)."""
+        return [None] * len(plan.layers)
+
     def price(self, plan: NetworkPlan) -> Cost:
         """Latency (layer lookups, calibrated on whole networks, plus overhead), size and peak memory.
 
@@ -166,7 +176,7 @@ class Target(ABC):
         """
         cal = self.calibration
         lookups = self.lookups(plan)
-        raw = [cal.layer_ms(terms) for terms in _terms(plan.layers, lookups)]
+        raw = [cal.layer_ms(terms) for terms in _terms(plan.layers, lookups, self.layouts(plan))]
         floors = [MIN_SHARE * lat.mean_ms for lat in lookups]
         overhead = max(self.overhead().mean_ms + cal.offset_ms, 0.0)
         fitted = sum(raw) + self.overhead().mean_ms + cal.offset_ms

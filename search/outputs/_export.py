@@ -255,16 +255,9 @@ def _without_unused_initializers(model):
 
 def optimized_ops(model_bytes: bytes) -> Counter:
     """The node types onnxruntime runs after its graph optimisations (what fused into what)."""
-    import tempfile
+    from hwsearch.targets._layouts import optimized
 
-    import onnx
-
-    from hwsearch.targets._meter import session
-
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "optimized.onnx")
-        session(model_bytes, optimized_path=path)
-        return Counter(n.op_type for n in onnx.load(path).graph.node)
+    return Counter(n.op_type for n in optimized(model_bytes).graph.node)
 
 
 # ------------------------------------------------------------------------------------------
