@@ -58,6 +58,30 @@ def test_local_cpu_measures_with_onnxruntime_and_caches(tmp_path):
     assert again.price(plan) == cost
 
 
+def test_local_cpu_measures_the_space_grid_before_a_search_and_records_layouts(tmp_path):
+    """The grid first, before anything trains (layers timed on first use between trials read low),
+    each entry with the layouts at its edges; a cache from before layouts were recorded is measured
+    again."""
+    from hwsearch.spaces import SpaceSpec
+    from hwsearch.spaces._plan import reachable_layers
+    from hwsearch.targets._profiling import select_grid
+    from tests.conftest import TINY_SPACE
+
+    config = SpaceSpec(**TINY_SPACE)
+    target = LocalCpuTarget(threads=1, path=tmp_path / "p.json")
+    assert target.profile.layouts
+    assert target.ensure_calibrated(config, (1, 8, 8), 10, networks=8)
+    saved = Profile.load(tmp_path / "p.json")
+    grid = select_grid(reachable_layers(config, (1, 8, 8), 10))
+    assert {layer_key(layer) for layer in grid} <= set(saved.entries)
+    int8 = [e for k, e in saved.entries.items() if k.endswith("int8") and k.startswith("ir|")]
+    assert int8 and all(e.layout_in == "nhwc" for e in int8)  # int8 kernels run NHWC, converted at the edges
+    assert not target.ensure_calibrated(config, (1, 8, 8), 10)  # once per space
+    saved.layouts = False
+    saved.save(tmp_path / "old.json")
+    assert not LocalCpuTarget(threads=1, path=tmp_path / "old.json").profile.entries
+
+
 def test_int8_and_fp32_layers_are_measured_separately(tmp_path):
     target = LocalCpuTarget(threads=1, path=tmp_path / "p.json")
     fp = build_plan(Candidate.from_string("c8:ir_r1_k3_e3_c16_re_w32a32"), (1, 8, 8), 10)
