@@ -10,7 +10,7 @@ when the layer is measured (:func:`layer_layout`), stored with the layer's entry
 savings follow from its layers' entries by :func:`boundary_terms`, without the runtime.
 
 The rule, checked against the conversions onnxruntime leaves in whole networks (AMD EPYC host,
-onnxruntime 1.23, random networks of ``sample_plans(..., spread=True)``): 197 of 200 networks of
+onnxruntime 1.32.0, random networks of ``sample_plans(..., spread=True)``): 197 of 200 networks of
 the quickstart space (1x8x8), 149 of 150 of the default space (3x32x32), 60 of 60 at 3x96x96
 give exactly the count the rule predicts (the rest are off by one conversion).
 

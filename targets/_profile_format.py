@@ -196,10 +196,10 @@ class Calibration(_Model):
     graph's fixed costs (at 2 threads, waking the worker thread); inside a network the layouts
     of its neighbours decide what is converted, once: where the profile records its layers'
     layouts (:attr:`Profile.layouts`), the conversions two neighbours keep and the operators a
-    network fuses are features too (:func:`~hwsearch.targets._layouts.boundary_terms`; on the AMD
-    EPYC host at one thread they took the 50 fresh networks within 10% from 98% to 100% at 1x8x8 and
-    3x96x96, and the quickstart's cheap corner, where most of a network is conversions, from 92% to
-    100%). The fit is least squares on relative
+    network fuses are features too (:func:`~hwsearch.targets._layouts.boundary_terms`; refitted on
+    the latency matrix's profiles of the AMD EPYC host, they took its 50 held-out networks within
+    10% from 98% to 100% at 1x8x8 and 3x96x96 at one thread, and from 88% to 92% (1x8x8) and 92% to
+    94% (3x32x32) at two). The fit is least squares on relative
     error, regularised towards the plain sum (``PRIOR``), so coefficients that the networks do
     not pin down stay near it; how strongly is chosen by cross-validation on the samples
     (``ridge``). :meth:`~hwsearch.targets._target.Target.price` gives a network exactly this

@@ -138,8 +138,9 @@ class LocalCpuTarget(ProfileTarget):
     A layer is looked up, else interpolated between measured pruned widths, else measured now:
     exported alone as ONNX (fp32, or int8 QDQ when its weights and activations are at most 8
     bits) and timed with warm-up and many repeats (median), less the runtime's per-call overhead,
-    which a network pays once. Before a search, :meth:`ensure_calibrated` measures whole networks
-    of the space once, so the sum of layers is calibrated to what a network really takes.
+    which a network pays once. Before a search, :meth:`ensure_calibrated` measures the space's
+    whole grid and whole networks of it once, so the sum of layers is calibrated to what a network
+    really takes and no layer of the space is timed between trials.
     """
 
     name = "local-cpu"
