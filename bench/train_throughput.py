@@ -1,18 +1,25 @@
 """Training throughput on this host: images per second of one training step (forward, backward,
-optimiser), for the memory layouts, in-place activations and phases a candidate trains in.
+optimiser), for the memory layouts, in-place activations, phases and allocator settings a candidate
+trains with.
 
 The candidates are the issue's MobileNet-style network of 11.5M multiply-adds at 3x32x32, dense
 (the search's dense phase) and with fake quantization at w8a8 (its fine-tuning phase), batch 128,
-on this host's cores. Every configuration is timed in interleaved rounds, so that a slow moment
-of a shared host hits them alike; a figure is the median of its rounds, and the ratios between
-configurations are taken within one run. Results: ``bench/results/train_throughput.<cpu>.json``, one per CPU model.
+on this host's cores. Within a process every configuration is timed in interleaved rounds, so
+that a slow moment of a shared host hits them alike; a figure is the median of its rounds. The C
+allocator's settings (``keep_freed_memory``) hold for a whole process, so the bench runs pairs of
+fresh processes, one with glibc's defaults and one with the memory kept, one after the other; the
+ratios between configurations are taken within a process, or between the two processes of a pair.
+Results: ``bench/results/train_throughput.<cpu>.json``, one per CPU model.
 
-    python bench/train_throughput.py [--rounds 7] [--steps 6] [--batch 128]
+    python bench/train_throughput.py [--pairs 3] [--rounds 5] [--steps 6] [--batch 128]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -66,19 +73,14 @@ def recorded_straight_through():
         network.ActQuant.forward, network.quantize_weight = act_forward, quantize_weight
 
 
-def main() -> None:
+def measure(args: argparse.Namespace) -> dict:
+    """One process: every configuration timed in interleaved rounds; images/s per round."""
     import torch
 
-    from hwsearch.search.training import Recipe, optimizer_for
+    from hwsearch.search.training import Recipe, keep_freed_memory, optimizer_for
     from hwsearch.spaces import Candidate, build_plan, network
-    from hwsearch.targets import host_name
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=6, help="training steps per round and configuration")
-    ap.add_argument("--batch", type=int, default=128)
-    args = ap.parse_args()
-
+    kept = keep_freed_memory() if args.child == "kept" else False
     shape = (3, 32, 32)
     configs = {}
     for phase, bits in (("dense", ""), ("fake-quantized w8a8", "_w8a8")):
@@ -118,29 +120,66 @@ def main() -> None:
                 step(*c)
             rates[key].append(args.steps * args.batch / (time.perf_counter() - t0))
 
+    return {"allocator": args.child, "kept": kept, "rates": [[*key, r] for key, r in rates.items()]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=3, help="pairs of processes (glibc's defaults, memory kept)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per process")
+    ap.add_argument("--steps", type=int, default=6, help="training steps per round and configuration")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--child", choices=("default", "kept"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args)))
+        return
+
+    import torch
+
+    from hwsearch.targets import host_name
+
+    runs = []
+    for _ in range(args.pairs):
+        for child in ("default", "kept"):
+            cmd = [sys.executable, __file__, "--child", child, "--rounds", str(args.rounds), "--steps",
+                   str(args.steps), "--batch", str(args.batch)]
+            runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+    if not all(r["kept"] for r in runs if r["allocator"] == "kept"):
+        print("note: this host's C library did not take the allocator settings (not glibc?)")
+
+    def medians(run: dict) -> dict:
+        return {(phase, variant): float(np.median(r)) for phase, variant, r in run["rates"]}
+
+    per_run = [(r["allocator"], medians(r)) for r in runs]
+    variants = [v for v, *_ in VARIANTS]
     rows = []
-    for (phase, variant), r in rates.items():
-        rows.append({"phase": phase, "variant": variant, "images_per_s": float(np.median(r)),
-                     "rounds": [round(v, 1) for v in r]})
-    speedups = {}
-    after = VARIANTS[-1][0]
     for phase in ("dense", "fake-quantized w8a8"):
-        speedups[phase] = {}
-        for before, *_ in VARIANTS[:-1]:
-            ratios = [a / b for a, b in zip(rates[(phase, after)], rates[(phase, before)])]
-            speedups[phase][f"against {before}"] = {"median_of_round_ratios": float(np.median(ratios)),
-                                                     "min": float(min(ratios)), "max": float(max(ratios))}
+        for allocator in ("default", "kept"):
+            for variant in variants:
+                values = [m[(phase, variant)] for a, m in per_run if a == allocator]
+                rows.append({"phase": phase, "variant": variant, "allocator": allocator,
+                             "images_per_s": float(np.median(values)), "processes": [round(v, 1) for v in values]})
+    after, before = variants[-1], variants[0]
+    speedups: dict = {}
+    for phase in ("dense", "fake-quantized w8a8"):
+        pairs = [(per_run[i][1], per_run[i + 1][1]) for i in range(0, len(per_run), 2)]
+        ratios = {f"today (kept) against {v} (default)": [k[(phase, after)] / d[(phase, v)] for d, k in pairs]
+                  for v in variants}
+        ratios["memory kept against default, today's step"] = [k[(phase, after)] / d[(phase, after)] for d, k in pairs]
+        speedups[phase] = {name: {"median_of_pair_ratios": float(np.median(r)), "min": float(min(r)),
+                                  "max": float(max(r))} for name, r in ratios.items()}
     results = {"host": host_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "candidate": CANDIDATE, "input": list(shape), "batch": args.batch, "rounds": args.rounds,
-               "steps_per_round": args.steps, "rows": rows, "speedup_after_vs_before": speedups}
+               "candidate": CANDIDATE, "input": [3, 32, 32], "batch": args.batch, "pairs": args.pairs,
+               "rounds_per_process": args.rounds, "steps_per_round": args.steps, "rows": rows,
+               "speedup": speedups, "before": before}
     dest = write_results("train_throughput", results, per_host=True)
     print(f"host {results['host']}, torch {results['torch']}, {results['threads']} threads, batch {args.batch}")
     for r in rows:
-        print(f"  {r['phase']:<20} {r['variant']:<38} {r['images_per_s']:7.0f} images/s")
+        print(f"  {r['phase']:<20} {r['variant']:<38} {r['allocator']:<8} {r['images_per_s']:7.0f} images/s")
     for phase, against in speedups.items():
-        for before, s in against.items():
-            print(f"  {phase}: {after} {s['median_of_round_ratios']:.2f}x {before} "
-                  f"(rounds {s['min']:.2f}-{s['max']:.2f}x)")
+        for name, sp in against.items():
+            print(f"  {phase}: {name}: {sp['median_of_pair_ratios']:.2f}x (pairs {sp['min']:.2f}-{sp['max']:.2f}x)")
     print(f"wrote {dest}")
 
 

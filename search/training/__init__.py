@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hwsearch._lazy import lazy_exports
+from hwsearch.search.training._allocator import keep_freed_memory
 from hwsearch.search.training._datasets import (
     Data,
     DatasetError,
@@ -46,6 +47,6 @@ __getattr__ = lazy_exports(__name__, {"._evaluate": (
     "train_settings", "trained_network"), "._recipe": ("Recipe", "augment", "optimizer_for", "schedule_for")})
 
 __all__ = ["Data", "DataSource", "DatasetError", "Evaluation", "OnnxTeacher", "Recipe", "TeacherError", "TrainSettings",
-           "TrialFailed", "augment", "check_teacher", "dataset_sources", "evaluate", "evaluation_steps", "load_dataset",
-           "optimizer_for", "predict_logits", "register_dataset", "resolve_device", "schedule_for", "teacher_candidate",
-           "teacher_logits", "train_settings", "trained_network"]
+           "TrialFailed", "augment", "check_teacher", "dataset_sources", "evaluate", "evaluation_steps",
+           "keep_freed_memory", "load_dataset", "optimizer_for", "predict_logits", "register_dataset", "resolve_device",
+           "schedule_for", "teacher_candidate", "teacher_logits", "train_settings", "trained_network"]

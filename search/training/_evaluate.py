@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hwsearch.search.errors import SearchError
+from hwsearch.search.training._allocator import keep_freed_memory
 from hwsearch.search.training._datasets import Data
 from hwsearch.search.training._recipe import Recipe, augment, optimizer_for, schedule_for
 from hwsearch.spaces._candidate import Candidate
@@ -118,6 +119,8 @@ def _epochs(net, phase: str, n: int, lr: float, data: tuple, teacher: torch.Tens
     x, y, xv, yv = data
     if n == 0:
         return
+    if x.device.type == "cpu":
+        keep_freed_memory()  # the same buffers every step, reused rather than mapped afresh
     recipe = settings.recipe
     layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
     net.to(memory_format=layout)

@@ -100,3 +100,27 @@ def test_training_with_the_whole_recipe_is_deterministic_given_the_seed():
     assert a.accuracy == b.accuracy and a.curve == b.curve
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert all(v.is_contiguous() for v in a.state_dict.values())  # saved as exported: plain layout
+
+
+def test_training_keeps_freed_memory_for_the_next_step():
+    """glibc is told to serve a step's buffers from its heap and keep them when freed, instead of
+    mapping fresh pages every step (``_allocator``): a 64 MiB buffer, above glibc's default ceiling
+    for its mmap threshold (32 MiB), comes from the heap."""
+    import ctypes
+
+    from hwsearch.search.training import keep_freed_memory
+
+    if not keep_freed_memory():
+        pytest.skip("not glibc, or the allocator's settings were chosen by the environment")
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                         "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    mapped = libc.mallinfo2().hblkhd
+    buffer = ctypes.create_string_buffer(64 << 20)  # plain malloc
+    assert libc.mallinfo2().hblkhd == mapped  # no new mapping: served from the heap
+    assert keep_freed_memory()  # idempotent
+    del buffer
