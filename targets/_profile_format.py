@@ -487,8 +487,8 @@ class Profile(_Model):
         if entry is not None:
             return entry.layout
         if key.kind == "head":
-            by_classes = self._heads().get((key.h, key.w, key.cin, key.precision))
-            return by_classes[min(by_classes, key=lambda c: (abs(c - key.cout), c))].layout if by_classes else None
+            near = self._nearest_head(key)
+            return near[1].layout if near else None
         if key.prunable:
             points = self._families().get((key.family, key.align), [])
             if points:
@@ -557,17 +557,25 @@ class Profile(_Model):
             return HEAD_NS_PER_MAC.get(precision, HEAD_NS_PER_MAC["fp32"]), False
         return max(sorted(slopes)[len(slopes) // 2], 0.0), True
 
+    def _nearest_head(self, key: BlockKey) -> tuple[int, Entry] | None:
+        """The measured head of the same map, channels and precision nearest in class count (its
+        class count and entry), or None."""
+        by_classes = self._heads().get((key.h, key.w, key.cin, key.precision))
+        if not by_classes:
+            return None
+        near = min(by_classes, key=lambda c: (abs(c - key.cout), c))
+        return near, by_classes[near]
+
     def _head_for(self, layer: Layer, key: BlockKey) -> Latency:
         """A head at a class count the profile has not measured: the measured head of the same map,
         channels and precision nearest in classes, plus (or less) the classifier's multiply-adds
         in between at :meth:`head_ns_per_mac`. Its spread states the error: the whole modelled part."""
-        by_classes = self._heads().get((key.h, key.w, key.cin, key.precision))
-        if not by_classes:
+        nearest = self._nearest_head(key)
+        if nearest is None:
             raise UnpriceableError(
                 f"no latency for layer {layer.name} ({key}) on {self.device.name!r}: no head on a {key.h}x{key.w} "
                 f"map of {key.cin} channels at {key.precision} is measured, for any class count; {LOCAL_ADVICE}")
-        near = min(by_classes, key=lambda c: (abs(c - key.cout), c))
-        base = by_classes[near]
+        near, base = nearest
         extra = self.head_ns_per_mac(key.precision)[0] * key.cin * (key.cout - near) / 1e6
         ms = max(base.mean_ms + extra, HEAD_FLOOR * base.mean_ms)
         return Latency(ms, base.std_ms + abs(ms - base.mean_ms), base.count)

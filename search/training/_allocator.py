@@ -18,6 +18,7 @@ allocator preloaded (jemalloc, tcmalloc: ``LD_PRELOAD``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -25,19 +26,11 @@ MMAP_THRESHOLD = 512 << 20  # allocations below this come from the heap and are 
 TRIM_THRESHOLD = 1 << 30  # freed memory at the heap's top kept up to this much
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 
-_state: dict[str, bool] = {}
-
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep and reuse the memory a training step frees (see the module); True
-    when the settings are in force in this process. Idempotent and cheap: call it before training."""
-    if "kept" in _state:
-        return _state["kept"]
-    _state["kept"] = kept = _apply()
-    return kept
-
-
-def _apply() -> bool:
+    when the settings are in force in this process. Applied once; later calls return the first
+    answer: call it before training."""
     if not sys.platform.startswith("linux"):
         return False
     if any(os.environ.get(v) for v in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
