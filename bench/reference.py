@@ -76,9 +76,10 @@ distillation variant, below; that choice can only favour the reference).
     same check is repeated with the int8 files' onnxruntime accuracies and with the candidates'
     predicted latencies. A paired test says whether an accuracy margin is more than chance: on the
     same validation images, the images only the candidate's int8 file classifies right against
-    those only ResNet-8's does, and McNemar's exact p-value. ``--redo compare`` runs the phase again. Kendall's tau between the search's and the final accuracy over the
-    finally-trained candidates, and ``bench/results/reference.png`` (latency and int8 size against
-    accuracy: the search's trials and front, the final candidates and ResNet-8).
+    those only ResNet-8's does, and McNemar's exact p-value. Kendall's tau between the search's and
+    the final accuracy over the finally-trained candidates, and ``bench/results/reference.png``
+    (latency and int8 size against accuracy: the search's trials and front, the final candidates
+    and ResNet-8). ``--redo compare`` runs the phase again.
 
 **Teacher.** MLPerf Tiny's own trained ResNet-8 (``../shared/models/mlperf-tiny-ic-resnet8.onnx``:
 NCHW, pixels 0..255, probabilities out), for the search, the final stage and the reference alike.

@@ -14,9 +14,10 @@ with ``manifest.json`` (what each file is) and ``measure.py``, which needs only 
 numpy and onnxruntime (:mod:`hwsearch.targets._bundle_measure`, with the meter's source). On the
 device ``python3 DIR/measure.py`` writes ``timings.json``; back home ``hwsearch profile --import
 DIR/timings.json --out device.json`` (:func:`import_timings`) builds the profile exactly as
-``hwsearch profile`` would have: entries as its ``layer_method``, the calibration fitted on the whole
-networks, and the self-check on 30 of the held-out ones stored in it. ``hwsearch latency-check
---target device.json --timings DIR/timings.json`` compares all of them at home.
+``hwsearch profile`` would have: entries as its ``layer_method`` with the layouts at their edges as
+the device's onnxruntime optimised them, the calibration fitted on the whole networks, and the
+self-check on 30 of the held-out ones stored in it. ``hwsearch latency-check --target device.json
+--timings DIR/timings.json`` compares all of them at home.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from hwsearch.targets._profile_format import (
 if TYPE_CHECKING:
     from hwsearch.spaces._config import SpaceSpec
     from hwsearch.spaces._plan import NetworkPlan
+    from hwsearch.targets._layouts import Layout
     from hwsearch.targets._target import Target
 
 Json = dict[str, Any]  # a JSON object
@@ -120,6 +122,7 @@ def write_bundle(out: Path, config: SpaceSpec, input_shape: tuple[int, int, int]
     from onnx import TensorProto
 
     from hwsearch.spaces._plan import reachable_layers
+    from hwsearch.targets._cost import precision_of
     from hwsearch.targets._onnx_graph import (
         identity_model,
         input_adapter_model,
@@ -158,9 +161,10 @@ def write_bundle(out: Path, config: SpaceSpec, input_shape: tuple[int, int, int]
     out.mkdir(parents=True, exist_ok=True)
     graphs: list[Json] = []
 
-    def add(kind: str, key: str, model: Any, file: str, shape: tuple[int, ...]) -> None:
+    def add(kind: str, key: str, model: Any, file: str, shape: tuple[int, ...], **more: Any) -> None:
         _save(model, out / file)
-        graphs.append({"id": f"{kind}:{key}", "kind": kind, "key": key, "file": file, "input_shape": list(shape)})
+        graphs.append({"id": f"{kind}:{key}", "kind": kind, "key": key, "file": file, "input_shape": list(shape),
+                       **more})
 
     ref_candidate, ref_shape = reference_for(threads)
     _save(reference_model((ref_candidate, ref_shape)), out / "reference.onnx")
@@ -172,7 +176,7 @@ def write_bundle(out: Path, config: SpaceSpec, input_shape: tuple[int, int, int]
     started = layer_method(threads) == "started"
     for i, layer in enumerate(grid):
         add("layer", str(block_key(layer)), layer_model(layer, random_weights(layer, rng)), f"layers/{i:05d}.onnx",
-            layer_shapes(layer)[0])
+            layer_shapes(layer)[0], fp32=precision_of(layer.w_bits, layer.a_bits) == "fp32")
         if started:
             add("copies", str(block_key(layer)), copies_model(layer, rng), f"layers/{i:05d}_copies.onnx",
                 layer_shapes(layer)[0])
@@ -238,6 +242,23 @@ class Timings:
                                      count=max(1, r["runs"]))))
         return out
 
+    def layout(self, graph: Json) -> Layout | None:
+        """A layer's :class:`~hwsearch.targets._layouts.Layout` on the device, from the graph its
+        onnxruntime optimised it into (None: not recorded, by an older ``measure.py`` or a provider
+        that cannot save its graphs)."""
+        from onnx import TensorProto, helper
+
+        from hwsearch.targets._layouts import graph_layout
+
+        g = self.state["readings"][graph["id"]].get("graph")
+        if g is None or "fp32" not in graph:
+            return None
+        nodes = [helper.make_node(op, inputs, outputs) for op, inputs, outputs in g["nodes"]]
+        model = helper.make_model(helper.make_graph(
+            nodes, "optimized", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in g["inputs"]],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in g["outputs"]]))
+        return graph_layout(model, graph["fp32"])
+
     def plans(self, kind: str) -> list[tuple[NetworkPlan, float]]:
         """The networks of a kind ("calibration", "check") laid out, with their measured ms."""
         from hwsearch.spaces import Candidate, build_plan
@@ -277,8 +298,11 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
 
     copies = {g["key"]: e for g, e in t.of("copies")}  # a bundle of more than one thread: 'started'
     profile.layer_method = "started" if copies else "alone"
-    for g, e in t.of("layer"):
-        profile.add(g["key"], entry_of(e, overhead.mean_ms, copies.get(g["key"])))
+    layers = [(g, e, t.layout(g)) for g, e in t.of("layer")]
+    profile.layouts = all(lay is not None for _, _, lay in layers)  # none from an older measure.py's timings
+    for g, e, lay in layers:
+        entry = entry_of(e, overhead.mean_ms, copies.get(g["key"]))
+        profile.add(g["key"], entry.with_layout(lay) if lay is not None and profile.layouts else entry)
     for g, e in t.of("adapter"):
         profile.adapters[g["key"]] = entry_of(e, overhead.mean_ms)  # alone, less the overhead
     rejected = sum(r["rejected"] for r in st["readings"].values())
@@ -288,7 +312,9 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
     for plan, ms in t.plans("calibration"):
         lookups = [profile.lookup(layer) for layer in plan.layers]
         samples.append(Sample(candidate=plan.candidate.to_string(), input_shape=plan.input_shape,
-                              features=network_features(plan.layers, lookups), measured_ms=ms))
+                              features=network_features(plan.layers, lookups,
+                                                        [profile.layout(layer) for layer in plan.layers]),
+                              measured_ms=ms))
     cal = fit_calibration(samples, overhead.mean_ms)
     cal.spaces.append(man["fingerprint"])
     profile.calibration = cal

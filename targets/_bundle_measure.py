@@ -5,7 +5,8 @@ device measures exactly as ``hwsearch profile`` does here (against the reference
 interleaved rounds, spikes dropped and measured again).
 
 What it writes is ``timings.json``: every graph's median ratio to the reference network and its
-interval, and per measuring run the reference's quiet-host time. Ratios, not milliseconds: runs
+interval (and for a layer, the graph onnxruntime optimised it into here, where its tensors change
+layout), and per measuring run the reference's quiet-host time. Ratios, not milliseconds: runs
 on different days (a resume after a kill) keep one scale, fixed at home from all the runs' times
 of the reference (``hwsearch profile --import``). The file is rewritten atomically after every
 batch of graphs, so a kill loses one batch at most and the next run resumes after it.
@@ -33,6 +34,75 @@ from hwsearch.targets._meter import Meter, host_name, random_feed, session
 Json = dict[str, Any]  # a JSON object
 BUNDLE_BATCH = 24  # graphs measured together, interleaved round by round (as hwsearch profile does)
 TIMINGS = "timings.json"
+
+
+# A layer's graph as onnxruntime optimises it on the device tells where its tensors change layout
+# (hwsearch.targets._layouts). onnx is not there: the optimised file's protobuf is read directly, the
+# few fields needed (ONNX's onnx.proto): ModelProto.graph 7; GraphProto.node 1, .input 11, .output 12;
+# NodeProto.input 1, .output 2, .op_type 4; ValueInfoProto.name 1.
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
+
+
+def _fields(buf: memoryview) -> list[tuple[int, Any]]:
+    """A protobuf message's fields, in order: (number, value), a length-delimited value as a memoryview
+    (another message, a string or packed numbers), a fixed-width one as None (not needed here)."""
+    out, i = [], 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        value: Any = None
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} (groups) in an ONNX file")
+        out.append((key >> 3, value))
+    return out
+
+
+def graph_of(model: bytes) -> Json:
+    """An ONNX model's graph, as much of it as layouts need: the names of its inputs and outputs, and
+    its nodes as ``[op_type, inputs, outputs]``, in order."""
+    def text(v: memoryview) -> str:
+        return bytes(v).decode()
+
+    graph: Json = {"inputs": [], "outputs": [], "nodes": []}
+    for number, g in _fields(memoryview(model)):
+        if number != 7:
+            continue
+        for field, value in _fields(g):
+            if field == 1:
+                node = _fields(value)
+                graph["nodes"].append([next((text(v) for f, v in node if f == 4), ""),
+                                       [text(v) for f, v in node if f == 1], [text(v) for f, v in node if f == 2]])
+            elif field in (11, 12):
+                name = next((text(v) for f, v in _fields(value) if f == 1), "")
+                graph["inputs" if field == 11 else "outputs"].append(name)
+    return graph
+
+
+def optimized_graph(model: bytes, threads: int, provider: str) -> Json | None:
+    """The graph onnxruntime runs for ``model`` here (:func:`graph_of` of the file it saves after its
+    optimisations); None where the provider cannot save one (one that compiles graphs, as TensorRT)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "optimized.onnx")
+        try:
+            session(model, threads, provider, optimized_path=path)
+            return graph_of(Path(path).read_bytes())
+        except Exception:  # noqa: BLE001 (onnxruntime raises its own kinds; the layouts are then unknown)
+            return None
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -118,6 +188,9 @@ def measure_bundle(bundle: Path, out: Path | None = None, threads: int | None = 
         for g, r in zip(batch, m.readings(sessions, feeds)):
             state["readings"][g["id"]] = {"ratio": r.ratio, "sem": r.sem, "rounds": r.rounds, "rejected": r.rejected,
                                           "runs": r.runs, "session": index}
+            if g["kind"] == "layer":  # optimised, not run: a few milliseconds
+                state["readings"][g["id"]]["graph"] = optimized_graph((bundle / g["file"]).read_bytes(), threads,
+                                                                      provider)
         host = m.host()
         run.update(reference_quiet_ms=m.reference_here_ms(), bursts=int(host["bursts"]), noise=host["noise"])
         save_json(out, state)

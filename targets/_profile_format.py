@@ -357,8 +357,8 @@ class Profile(_Model):
         "a model fitted on the entries that prices the layers they lack, with its measured error "
         "('hwsearch extend')"))
     layouts: bool = Field(default=False, description=(
-        "whether its entries record the layouts at the layers' edges (_layouts): measured with onnxruntime "
-        "here, not in a bundle or an estimate"))
+        "whether its entries record the layouts at the layers' edges (_layouts), as onnxruntime optimised each "
+        "layer where it was measured (here, or on the device a bundle was measured on); never for an estimate"))
     # (family, alignment class) -> (expanded width, entry) of the measured pruned widths, by width
     _index: dict[tuple[BlockKey, int], list[tuple[int, Entry]]] | None = PrivateAttr(default=None)
     _anchors: Anchors | None = PrivateAttr(default=None)  # the entries by configuration, for the extension

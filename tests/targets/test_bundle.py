@@ -18,6 +18,8 @@ from hwsearch.spaces import SpaceSpec, build_plan
 from hwsearch.spaces._candidate import Candidate
 from hwsearch.targets import Profile, ProfileError
 from hwsearch.targets._bundle import Timings, write_bundle
+from hwsearch.targets._layouts import layer_layout
+from hwsearch.targets._profile_format import block_key
 from hwsearch.targets._profile_targets import ProfileTarget
 from hwsearch.targets._profiling import select_grid
 from tests.conftest import TINY_SPACE, hwsearch_cmd
@@ -92,6 +94,14 @@ def test_a_bundle_is_measured_with_numpy_and_onnxruntime_only_resumes_after_a_ki
     assert check.n == 30 and 0 <= check.within_10pct <= 1 and "self-check on 30 fresh networks" in r.stdout
     plan = build_plan(Candidate.from_string("c8:ir_r1_k3_e3_c8_re_w8a8:ir_r1_k3_e1_c16_re_w32a32"), SHAPE, 3)
     assert ProfileTarget(profile).price(plan).latency_ms > profile.overhead_ms.mean_ms
+    # the layouts at each layer's edges, read on the "device" from the graph its onnxruntime optimised
+    # (no onnx there), are those this host's onnx reads (the same onnxruntime)
+    assert profile.layouts
+    layers = {str(block_key(x)): x for x in select_grid(reachable_layers(config, SHAPE, 3))}
+    read = {k: e.layout for k, e in profile.entries.items()}
+    here = {k: layer_layout(layers[k], onnx.load(bundle / g["file"])) for k, g in
+            ((g["key"], g) for g in manifest["graphs"] if g["kind"] == "layer")}
+    assert read == here and {lay.in_ for lay in read.values()} >= {"nchwc", "nhwc"}  # fp32 and int8 layers
     # the latency check at home, from the device's timings of the check networks
     r = subprocess.run([*hwsearch_cmd(), "latency-check", "--target", str(out), "--timings", str(timings), "--json"],
                        capture_output=True, text=True, timeout=300)
@@ -152,3 +162,4 @@ def test_a_bundle_of_two_threads_carries_each_layers_copies_and_imports_them_sta
     assert profile.layer_method == "started" and profile.device.threads == 2
     assert all(e.mean_ms == pytest.approx(0.1 * 0.2) for e in profile.entries.values())  # not (0.5 - 0.05) x 0.2
     assert all(e.mean_ms == pytest.approx((0.2 - 0.05) * 0.2) for e in profile.adapters.values())
+    assert not profile.layouts  # timings of a measure.py that did not record the layers' optimised graphs
