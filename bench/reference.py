@@ -872,7 +872,7 @@ def paired_test(b: Bench, folders: dict[str, Path]) -> dict[str, dict]:
     """Each candidate's int8 file against ResNet-8's on the same validation images (onnxruntime,
     the files as shipped): the images only one of the two classifies right, and McNemar's exact
     two-sided p-value on them (how likely a difference this large is between two equally accurate
-    models). An accuracy margin of a few images is within what one training's seed moves."""
+    models): a margin of a few images says nothing about which model is the more accurate."""
     import numpy as np
     import onnxruntime as ort
     from scipy.stats import binomtest
