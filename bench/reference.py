@@ -973,7 +973,7 @@ def phase_compare(b: Bench) -> None:
     plot(b, rows)
     verdict = "dominates" if best["vs_resnet8"]["dominates"] else "does not dominate"
     mg = best["vs_resnet8"]["margins"]
-    pace = f"{abs(mg['latency_pct']):.1f}% {'faster' if mg['latency_pct'] >= 0 else 'slower'}"
+    pace = f"ResNet-8 takes {1 + mg['latency_pct'] / 100:.2f}x its time"
     log(f"{best['model']} {verdict} ResNet-8: accuracy {mg['accuracy_points']:+.2f} points, int8 latency "
         f"{-mg['latency_ms'] * 1000:+.1f} us ({pace}), int8 size {-mg['int8_size_kb']:+.1f} KB")
     pt = best["paired_int8_files"]
