@@ -530,7 +530,7 @@ def phase_reference(b: Bench) -> None:
 
     from hwsearch.search.training import teacher_logits, train_settings
 
-    if "reference" not in b.results and reuse_reference(b):
+    if "reference" not in b.results and "reference_taken_over" not in b.results and reuse_reference(b):
         return
     spec, data = b.final_spec(), b.final_data()
     settings = train_settings(spec, data.input_shape[1])
@@ -1057,8 +1057,11 @@ def main() -> None:
                          "the cost-aware sampler's features, 'res32-depth-epyc' that again whole on the AMD EPYC host; "
                          "each in its own work folder, results and "
                          "exports (reference-RUN), ResNet-8's training taken from the first run (default depthwise)")
-    ap.add_argument("--redo", choices=["compare"], help="run a finished phase again: 'compare' times every model "
-                    "afresh and repeats the comparison (on a host of the profile's CPU model)")
+    ap.add_argument("--redo", choices=["reference", "compare"], help="run a finished phase again: 'reference' "
+                    "trains ResNet-8 here, in this run, instead of taking its training over from the first run (its "
+                    "export and the comparison follow; the record taken over is kept as 'reference_taken_over'); "
+                    "'compare' times every model afresh and repeats the comparison (on a host of the profile's CPU "
+                    "model)")
     ap.add_argument("--smoke", action="store_true", help="the whole flow, tiny, into its own work folder and results")
     ap.add_argument("--phases", help="run only these phases, comma-separated (e.g. 'reference', which trains "
                     "ResNet-8 and runs on any host: a stretch of work while the host is not quiet enough to time)")
@@ -1093,8 +1096,16 @@ def main() -> None:
     b.results.setdefault("invocations", []).append(datetime.now(UTC).isoformat(timespec="seconds"))
     b.save()
     reopen_for_seeds(b)
-    if args.redo and b.done(args.redo):
-        b.results["phases"][args.redo]["done"] = False
+    if args.redo == "reference" and "reused_from" in b.results.get("reference", {}):
+        b.results["reference_taken_over"] = b.results.pop("reference")
+        b.results["phases"]["reference"] = {"done": False, "wall_s": 0.0, "stretches": 0}
+        b.results.get("export", {}).pop("resnet8", None)
+        for name in ("export", "compare"):
+            if name in b.results["phases"]:
+                b.results["phases"][name]["done"] = False
+        b.save()
+    elif args.redo == "compare" and b.done("compare"):
+        b.results["phases"]["compare"]["done"] = False
         b.save()
     log(f"{b.name}{' (smoke)' if args.smoke else ''}: {images} images, host {_host()}, GPU {gpu_name() or 'none'}; "
         f"estimated on 2 CPU cores: " + ", ".join(f"{k} {v / 60:.0f} min" for k, v in est.items())
