@@ -35,21 +35,12 @@ REPEATS = 20  # runs of a network per round; the round's figure is their median
 
 
 def sessions(blobs: list[bytes], threads: int, pinned: bool) -> list:
-    import onnxruntime as ort
+    """hwsearch's sessions; pinned, each worker thread bound to one more CPU (1-based ids)."""
+    from hwsearch.targets import session
 
-    out = []
-    for blob in blobs:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.force_spinning_stop", "1")  # as hwsearch's sessions
-        if pinned and threads > 1:  # 1-based logical processors, one group per worker thread
-            opts.add_session_config_entry("session.intra_op_thread_affinities",
-                                          ";".join(str(2 + i) for i in range(threads - 1)))
-        out.append(ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]))
-    return out
+    workers = ";".join(str(2 + i) for i in range(threads - 1))
+    config = {"session.intra_op_thread_affinities": workers} if pinned and threads > 1 else None
+    return [session(blob, threads, config=config) for blob in blobs]
 
 
 def child(args: argparse.Namespace) -> None:
@@ -112,6 +103,8 @@ def main() -> None:
 
     from hwsearch.targets import host_name
 
+    if args.processes < 2:
+        sys.exit("error: --processes must be at least 2: agreement is between two processes")
     if (cpus := len(os.sched_getaffinity(0))) < args.threads:
         sys.exit(f"error: {args.threads} threads need as many CPUs; this process may use {cpus}")
     out: dict = {"host": host_name(), "onnxruntime": ort.__version__, "cores": os.cpu_count(), "threads": args.threads,

@@ -874,20 +874,15 @@ def paired_test(b: Bench, folders: dict[str, Path]) -> dict[str, dict]:
     two-sided p-value on them (how likely a difference this large is between two equally accurate
     models): a margin of a few images says nothing about which model is the more accurate."""
     import numpy as np
-    import onnxruntime as ort
     from scipy.stats import binomtest
 
-    from hwsearch.search.outputs import INT8_FILE, raw_pixels
+    from hwsearch.search.outputs import INT8_FILE, onnx_predictions, raw_pixels
 
     data = b.final_data()
     pixels = raw_pixels(data, data.x_val)
 
     def right(folder: Path) -> np.ndarray:
-        sess = ort.InferenceSession((folder / INT8_FILE).read_bytes(), providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        pred = np.concatenate([sess.run(None, {name: pixels[i:i + 256]})[0].argmax(1)
-                               for i in range(0, len(pixels), 256)])
-        return np.asarray(pred == data.y_val)
+        return np.asarray(onnx_predictions((folder / INT8_FILE).read_bytes(), pixels) == data.y_val)
 
     base = right(folders["resnet8"])
     out = {}

@@ -99,8 +99,9 @@ class HostTooNoisy(TargetError, RuntimeError):
 
 
 def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVIDER,
-            optimized_path: str | None = None) -> InferenceSession:
-    """An inference session with a fixed thread count and full graph optimisation."""
+            optimized_path: str | None = None, config: dict[str, str] | None = None) -> InferenceSession:
+    """An inference session with a fixed thread count and full graph optimisation (``config``:
+    more of onnxruntime's session config entries)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -119,6 +120,8 @@ def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVID
         # processes and the reference's median burst ran at 1.7x its fastest 5%; stopped after
         # each run, +-6% and 1.27x.
         opts.add_session_config_entry("session.force_spinning_stop", "1")
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
     return ort.InferenceSession(model_bytes, opts, providers=[provider])

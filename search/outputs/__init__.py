@@ -16,6 +16,7 @@ from hwsearch.search.outputs._export import (
                                              export_pareto,
                                              export_trial,
                                              onnx_accuracy,
+                                             onnx_predictions,
                                              quantize_int8,
                                              raw_pixels,
                                              with_input_adapter,
@@ -34,4 +35,5 @@ from hwsearch.search.outputs._results import (
 
 __all__ = ["CARD_FILE", "FP32_FILE", "INT8_FILE", "ExportError", "ExportReport", "Repricing", "Row", "RunResults",
            "TrialDetail", "export_pareto", "export_trial", "non_dominated", "normalized_hypervolume", "onnx_accuracy",
-           "quantize_int8", "raw_pixels", "run_storage", "storage_stamp", "study_names", "with_input_adapter"]
+           "onnx_predictions", "quantize_int8", "raw_pixels", "run_storage", "storage_stamp", "study_names",
+           "with_input_adapter"]

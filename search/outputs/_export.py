@@ -303,13 +303,17 @@ def with_input_adapter(network, data, pixel_dtype: np.dtype):
 # Verification
 # ------------------------------------------------------------------------------------------
 
-def onnx_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+def onnx_predictions(model_bytes: bytes, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The class onnxruntime's run of a file predicts for each input (every core, in batches)."""
     from hwsearch.targets._meter import session
 
     sess = session(model_bytes, threads=os.cpu_count() or 1)
     name = sess.get_inputs()[0].name
-    pred = np.concatenate([sess.run(None, {name: x[i:i + batch]})[0].argmax(1) for i in range(0, len(x), batch)])
-    return float((pred == y).mean())
+    return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0].argmax(1) for i in range(0, len(x), batch)])
+
+
+def onnx_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    return float((onnx_predictions(model_bytes, x, batch) == y).mean())
 
 
 def measure_latencies(
