@@ -16,7 +16,7 @@ compares a network with its reference. Processes alternate between the ways aske
   and onnxruntime's worker threads to the others (``session.intra_op_thread_affinities``);
 - ``spinning``: onnxruntime's default, workers keep spinning after a run returns (for about
   50 ms on the AMD EPYC host), as a user's own session does;
-- ``spin1000`` (``spin<us>``): spinning kept, but for at most that many microseconds
+- ``spin1000``: spinning kept, but for at most 1,000 microseconds
   (``session.intra_op.spin_duration_us``);
 - ``global``: one thread pool shared by every session of the process
   (``set_global_thread_pool_sizes``, ``use_per_session_threads = False``).
@@ -59,13 +59,13 @@ def sessions(blobs: list[bytes], threads: int, way: str) -> list:
             opts.log_severity_level = 3
             out.append(ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]))
         return out
-    config = None
-    if way == "pinned" and threads > 1:
-        config = {"session.intra_op_thread_affinities": ";".join(str(2 + i) for i in range(threads - 1))}
-    elif way == "spinning":
-        config = {"session.force_spinning_stop": "0"}
-    elif way.startswith("spin"):
-        config = {"session.force_spinning_stop": "0", "session.intra_op.spin_duration_us": way[4:]}
+    config = {
+        "free": {},
+        "pinned": {"session.intra_op_thread_affinities": ";".join(str(2 + i) for i in range(threads - 1))}
+        if threads > 1 else {},  # one thread: no worker to pin
+        "spinning": {"session.force_spinning_stop": "0"},
+        "spin1000": {"session.force_spinning_stop": "0", "session.intra_op.spin_duration_us": "1000"},
+    }[way]
     return [session(blob, threads, config=config) for blob in blobs]
 
 
@@ -141,7 +141,7 @@ def main() -> None:
                  "networks": args.networks, "rounds": args.rounds, "processes": {w: [] for w in ways}}
     t0 = time.perf_counter()
     for i in range(args.processes):
-        for way in ways:  # alternating, so a slow stretch of the host falls on both ways
+        for way in ways:  # alternating, so a slow stretch of the host falls on every way
             cmd = [sys.executable, __file__, "--way", way, "--networks", str(args.networks), "--rounds",
                    str(args.rounds), "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
