@@ -19,9 +19,10 @@ Four measurements, on this host, in fresh processes:
    stage is one residual block against the same network with K identical blocks: ``(t_K - t_1) /
    (K - 1)`` is what one block costs *inside* a network, against the block timed alone less the
    per-call overhead (as a profile's entry is measured). Per input resolution, width and
-   precision. At 2 threads a session's workers sleep after every run (``force_spinning_stop``,
-   see ``session``), so a block timed alone pays a worker's wake-up that a block inside a network,
-   its workers still spinning from the layer before, does not: this measures how much.
+   precision. Until 2026-12-07 a session's workers slept after every run at 2 threads
+   (``force_spinning_stop``), so a block timed alone paid a worker's wake-up that a block inside a
+   network, its workers still spinning from the layer before, did not: this measured how much
+   (the results on file are from then; hwsearch's sessions now keep spinning, see ``session``).
 
 Writes ``bench/results/latency_why.<cpu-model>.json`` (sections run before, on the same CPU
 model, are kept) and prints a summary.

@@ -10,12 +10,12 @@ same space (the middle one by multiply-adds) over interleaved rounds (per round:
 20 back-to-back runs, then every network's 20; the figure is a median), as hwsearch's meter
 compares a network with its reference. Processes alternate between the ways asked for:
 
-- ``free``: hwsearch's sessions (``session``: workers stop spinning when a run returns), their
-  threads where the OS puts them (what hwsearch does);
+- ``free``: workers stop spinning when a run returns (``session.force_spinning_stop``), their
+  threads where the OS puts them (what hwsearch's sessions did until 2026-12-07);
 - ``pinned``: the same, the calling thread pinned to the first CPU (``os.sched_setaffinity``)
   and onnxruntime's worker threads to the others (``session.intra_op_thread_affinities``);
 - ``spinning``: onnxruntime's default, workers keep spinning after a run returns (for about
-  50 ms on the AMD EPYC host), as a user's own session does;
+  50 ms on the AMD EPYC host), as a user's own session does and hwsearch's sessions now do;
 - ``spin1000``: spinning kept, but for at most 1,000 microseconds
   (``session.intra_op.spin_duration_us``);
 - ``global``: one thread pool shared by every session of the process
@@ -60,10 +60,11 @@ def sessions(blobs: list[bytes], threads: int, way: str) -> list:
             out.append(ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]))
         return out
     config = {
-        "free": {},
-        "pinned": {"session.intra_op_thread_affinities": ";".join(str(2 + i) for i in range(threads - 1))}
+        "free": {"session.force_spinning_stop": "1"},
+        "pinned": {"session.force_spinning_stop": "1",
+                   "session.intra_op_thread_affinities": ";".join(str(2 + i) for i in range(threads - 1))}
         if threads > 1 else {},  # one thread: no worker to pin
-        "spinning": {"session.force_spinning_stop": "0"},
+        "spinning": {},
         "spin1000": {"session.force_spinning_stop": "0", "session.intra_op.spin_duration_us": "1000"},
     }[way]
     return [session(blob, threads, config=config) for blob in blobs]

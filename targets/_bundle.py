@@ -293,7 +293,7 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
     ((_, overhead),) = t.of("overhead")
     ref = man["reference"]
     reference = Reference(candidate=ref["candidate"], input_shape=tuple(ref["input_shape"]), ms=t.scale,
-                          bursts=t.bursts, noise=t.noise)
+                          bursts=t.bursts, noise=t.noise, spinning=bool(st.get("spinning")))
     profile = Profile(device=facts, bits=CPU_BITS, overhead_ms=overhead, reference=reference)
 
     copies = {g["key"]: e for g, e in t.of("copies")}  # a bundle of more than one thread: 'started'

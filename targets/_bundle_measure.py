@@ -133,7 +133,7 @@ def _fresh_state(manifest: Json, threads: int, provider: str) -> Json:
 
     return {"bundle": manifest["id"], "host": host_name(), "machine": platform.machine(),
             "python": platform.python_version(), "onnxruntime": ort.__version__, "threads": threads,
-            "provider": provider, "sessions": [], "readings": {}, "complete": False}
+            "provider": provider, "spinning": threads > 1, "sessions": [], "readings": {}, "complete": False}
 
 
 def _resumable(state: Json, manifest: Json, threads: int, provider: str) -> str | None:
@@ -146,6 +146,8 @@ def _resumable(state: Json, manifest: Json, threads: int, provider: str) -> str 
     for field, value in here.items():
         if state.get(field) != value:
             return f"it was measured with {field} {state.get(field)!r}, this run has {value!r}"
+    if threads > 1 and not state.get("spinning"):
+        return "it was measured with the workers stopped after every run (an older measure.py)"
     return None
 
 

@@ -17,6 +17,12 @@ than asked gets more rounds. A ratio becomes milliseconds through ``reference_ms
 reference's own median time, measured when the meter starts or given (a profile keeps the value
 it was measured with, so entries measured in later processes stay on one scale).
 
+At more than one thread, sessions keep their workers spinning between runs, as a user's own
+session does (see :func:`session`); a round is a burst of back-to-back runs per graph, and the
+workers of the sessions not being timed are parked at the lowest scheduling priority (see
+:meth:`Meter._spinning_readings` and :meth:`Meter._park`): the spike and busy-host rules above
+are for one thread.
+
 Contract: :meth:`Meter.measure` is not thread safe (one meter per thread); it returns one
 :class:`~hwsearch.targets._cost.Latency` per graph, in milliseconds, ``std_ms`` the standard error of the
 median ratio scaled to milliseconds, ``count`` the timed runs. :meth:`Meter.host` reports the
@@ -25,8 +31,11 @@ noise of the host as the meter saw it.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +76,11 @@ def reference_for(threads: int) -> RefSpec:
         return PARALLEL_REFERENCE_CANDIDATE, PARALLEL_REFERENCE_INPUT
     return REFERENCE_CANDIDATE, REFERENCE_INPUT
 REF_RUNS = 3  # reference runs per burst (median)
+# At more than one thread: rounds of back-to-back runs (see Meter._spinning_readings).
+SPIN_RUNS = 12  # runs per burst at most; the burst's figure is their median ...
+SPIN_MIN_RUNS = 3  # ... and at least, the burst ending once it has run for the meter's window_s (a
+# millisecond layer is run 3 times a round, a 10 us one 12 times)
+SPIN_ROUNDS = 8  # rounds per reading
 QUIET_PERCENTILE = 5  # the reference's quiet-host time: this percentile of its bursts
 GATE = 1.4  # a round counts while the reference runs within this factor of its quiet-host time ...
 # ... for up to WAIT_S seconds of a batch, spent probing the host with the reference alone while it
@@ -101,7 +115,19 @@ class HostTooNoisy(TargetError, RuntimeError):
 def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVIDER,
             optimized_path: str | None = None, config: dict[str, str] | None = None) -> InferenceSession:
     """An inference session with a fixed thread count and full graph optimisation (``config``:
-    more of onnxruntime's session config entries)."""
+    more of onnxruntime's session config entries).
+
+    At more than one thread its workers spin between runs, onnxruntime's default and what a user's
+    own session does. Until 2026-12-07 hwsearch stopped them when a run returned
+    (``session.force_spinning_stop``), so that an idle session would not spin on the cores of the
+    next one timed; every run then paid a worker's wake-up, which on the 2-core AMD EPYC VM cost
+    25-70 us and differed from process to process: the same 30 quickstart networks as ratios to a
+    reference agreed within 10% between two processes on 47-75% of them, against 100% with
+    spinning kept (``bench/pinning.py``), and the reference took 76-123 us against 52 us. Spinning
+    sessions are timed as :class:`Meter` does at more than one thread (see there). Capping the
+    spin instead (``session.intra_op.spin_duration_us``, 1 or 5 ms, the cores left idle after each
+    burst until the workers slept) made the 30 networks' ratios agree between processes on only
+    37-77% (1 ms) and 83-97% (5 ms) of them, against 100% uncapped."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -110,21 +136,60 @@ def session(model_bytes: bytes, threads: int = 1, provider: str = DEFAULT_PROVID
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    if threads > 1:
-        # Idle worker threads spin by default, also after a run returns; with many sessions timed
-        # in turn (a meter's round), each one's spinning workers steal the cores of the next:
-        # 2-thread profiling measured 552 layers in 8 minutes. Spinning is kept *within* a run (as
-        # deployed) and stopped when it returns. Measured on the 2-core Intel Xeon VM, 8 networks
-        # at 3x32x32 in 3 processes each: with spinning off altogether (every parallel op pays a
-        # worker's wake-up) a network's ratio to the reference moved by up to +-11% between
-        # processes and the reference's median burst ran at 1.7x its fastest 5%; stopped after
-        # each run, +-6% and 1.27x.
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
     for key, value in (config or {}).items():
         opts.add_session_config_entry(key, value)
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
-    return ort.InferenceSession(model_bytes, opts, providers=[provider])
+    before = _thread_ids() if threads > 1 else set()
+    sess = ort.InferenceSession(model_bytes, opts, providers=[provider])
+    if threads > 1:  # its worker threads, the last ones started (a process's first session starts one more)
+        _WORKERS[sess] = sorted(_thread_ids() - before)[-(threads - 1):]
+    return sess
+
+
+# The worker threads of the sessions :func:`session` made, where the OS lists them (Linux): a meter
+# parks an idle session's workers (see Meter._park). Sessions made concurrently in two threads of a
+# process could be given each other's workers: make sessions to be timed in one thread.
+_WORKERS: weakref.WeakKeyDictionary[InferenceSession, list[int]] = weakref.WeakKeyDictionary()
+
+
+def _thread_ids() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def can_park() -> bool:
+    """Whether this process may park threads (``SCHED_IDLE``, see :meth:`Meter._park`) and wake
+    them again, tried on a thread of its own: going back from ``SCHED_IDLE`` needs ``CAP_SYS_NICE``
+    (root, outside most containers) or a ``RLIMIT_NICE`` of 20 or more (``ulimit -e``)."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    import threading
+
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, daemon=True)
+    thread.start()
+    tid = thread.native_id
+    try:
+        assert tid is not None
+        _set_policy([tid], os.SCHED_IDLE)
+        _set_policy([tid], os.SCHED_OTHER)
+        return True
+    except OSError:
+        return False
+    finally:
+        done.set()
+        thread.join()
+
+
+def _set_policy(tids: Sequence[int], policy: int) -> None:
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+        except ProcessLookupError:  # the thread has ended (its session was freed)
+            pass
 
 
 def random_feed(sess: InferenceSession, input_shape: Sequence[int] | None = None, seed: int = 0) -> Feed:
@@ -185,6 +250,12 @@ class Meter:
         ref_bytes = reference_onnx or reference_model(self.reference).SerializeToString()
         self._ref = session(ref_bytes, threads, provider)
         self._ref_feed = random_feed(self._ref)
+        self.parking = threads > 1 and bool(_WORKERS.get(self._ref)) and can_park()
+        if threads > 1 and _WORKERS.get(self._ref) and not self.parking:
+            warnings.warn("this process may not raise its threads' priority back (no CAP_SYS_NICE, `ulimit -e` below "
+                          "20): idle sessions' workers cannot be parked, so measuring at more than one thread takes "
+                          "about 3x as long (the readings agreed with parked ones within about 1% in a trial)",
+                          stacklevel=2)
         self.ref_bursts: list[float] = []  # every reference burst's median, ms (probes excepted)
         self.rejected = 0
         self.busy_batches = 0  # batches that waited for a quiet host in vain
@@ -199,6 +270,10 @@ class Meter:
     def time_reference(self, seconds: float) -> None:
         """Time the reference alone for about ``seconds`` (its bursts join the noise log)."""
         end = self._clock() + int(seconds * 1e9)
+        if self.threads > 1:
+            while self._clock() < end:
+                self.ref_bursts.append(self._runs(self._ref, self._ref_feed)[0])
+            return
         while self._clock() < end:
             self._burst_ref()
             stop = self._clock() + int(self.window_s * 1e9)
@@ -228,6 +303,62 @@ class Meter:
             ts.append(clock() - t0)
         return float(np.median(ts)) / 1e6, len(ts)
 
+    def _runs(self, sess: InferenceSession, feed: Feed) -> tuple[float, int]:
+        """The median of a burst of back-to-back runs (ms) and their count: :data:`SPIN_MIN_RUNS`
+        to :data:`SPIN_RUNS` runs, as many as fit in ``window_s``; one untimed run first wakes the
+        session's workers, asleep when it was last run long ago. Its workers are woken from the park
+        before and parked after (see :meth:`_park`)."""
+        run, clock = sess.run, self._clock
+        self._park(sess, False)
+        run(None, feed)
+        ts: list[int] = []
+        limit = int(self.window_s * 1e9)
+        start = clock()
+        while len(ts) < SPIN_MIN_RUNS or (len(ts) < SPIN_RUNS and clock() - start < limit):
+            t0 = clock()
+            run(None, feed)
+            ts.append(clock() - t0)
+        self._park(sess, True)
+        return float(np.median(ts)) / 1e6, len(ts)
+
+    def _park(self, sess: InferenceSession, idle: bool) -> None:
+        """Put a session's workers at the lowest scheduling priority (``SCHED_IDLE``: they run only
+        on a core nothing else wants), or back at the normal one. An idle session's workers go on
+        spinning for about 50 ms after its last run (onnxruntime's default, see :func:`session`);
+        at normal priority they took the cores from the session timed next: on the 2-core AMD EPYC
+        VM, 48 layers of the 3x96x96 grid measured at 2 threads took 20 s, one run in 100 waiting
+        20-37 ms for a core, against 6 s parked (the longest run of 100: 1 ms). A no-op where the
+        OS cannot (see :attr:`parking`)."""
+        if self.parking and (tids := _WORKERS.get(sess)):
+            _set_policy(tids, os.SCHED_IDLE if idle else os.SCHED_OTHER)
+
+    def _spinning_readings(self, sessions: Sequence[InferenceSession], feeds: Sequence[Feed]) -> list[Reading]:
+        """Readings at more than one thread, where sessions' workers spin between runs (see
+        :func:`session`): :data:`SPIN_ROUNDS` rounds, each the reference's burst of back-to-back
+        runs (:meth:`_runs`) and then every session's; a reading is the median over rounds of its
+        burst's median over the reference's. A session's workers go on spinning for about 50 ms
+        after its burst (on the AMD EPYC VM), so between its bursts they are parked
+        (:meth:`_park`); the median of a burst's runs is robust to a run that waited for a core
+        all the same. Measured on the 2-core AMD EPYC VM at 2 threads, 30 quickstart networks in
+        three fresh processes: their ratios to the reference agreed within 10% between any two
+        processes on 100% of them (median difference 0.7-1.3%), against 60-100% with the workers
+        stopped after every run and the rounds of :meth:`readings`; 48 layers of the 3x96x96
+        grid, their entries: 83% (median 2.6%) against 91-94% (2.7-3.6%)."""
+        for s, f in zip(sessions, feeds):
+            self._runs(s, f)
+        ratios: list[list[float]] = [[] for _ in sessions]
+        runs = [0] * len(sessions)
+        for _ in range(SPIN_ROUNDS):
+            ref, _n = self._runs(self._ref, self._ref_feed)
+            self.ref_bursts.append(ref)
+            for i, (s, f) in enumerate(zip(sessions, feeds)):
+                ms, n = self._runs(s, f)
+                ratios[i].append(ms / ref)
+                runs[i] += n
+        for s in sessions:  # back at normal priority, for whatever runs them next
+            self._park(s, False)
+        return [self._reading(r, 0, n) for r, n in zip(ratios, runs)]
+
     def quiet_ms(self) -> float:
         """The reference's quiet-host time: the scale given, else this process's estimate."""
         return self.reference_ms if self.reference_ms else self.reference_here_ms()
@@ -242,17 +373,21 @@ class Meter:
     def host(self) -> dict[str, float]:
         """What the meter saw of the host: the reference's median and 5th-percentile burst times
         and their ratio (1.0 on a quiet host; 1.6 on the busy Xeon VM above), the rounds rejected
-        as spikes or outliers, the batches measured busy after waiting in vain, and the reference
-        bursts that found the host busy while a batch waited (``busy_probes``)."""
+        as spikes or outliers, the batches measured busy after waiting in vain, the reference
+        bursts that found the host busy while a batch waited (``busy_probes``), and whether idle
+        sessions' workers were parked (``parked``: 1.0, at more than one thread; see :meth:`_park`)."""
         b = np.asarray(self.ref_bursts)
         p5 = float(np.percentile(b, 5))
         return {"reference_median_ms": float(np.median(b)), "reference_p5_ms": p5,
                 "noise": float(np.median(b) / p5), "bursts": len(b), "rejected_rounds": self.rejected,
-                "busy_batches": self.busy_batches, "busy_probes": self.probes}
+                "busy_batches": self.busy_batches, "busy_probes": self.probes, "parked": float(self.parking)}
 
     def readings(self, sessions: Sequence[InferenceSession], feeds: Sequence[Feed] | None = None) -> list[Reading]:
-        """One :class:`Reading` per session, measured together in interleaved rounds."""
+        """One :class:`Reading` per session, measured together in interleaved rounds (at more than
+        one thread, :meth:`_spinning_readings`)."""
         feeds = list(feeds) if feeds is not None else [random_feed(s) for s in sessions]
+        if self.threads > 1:
+            return self._spinning_readings(sessions, feeds)
         for s, f in zip(sessions, feeds):
             for _ in range(3):
                 s.run(None, f)

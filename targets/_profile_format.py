@@ -120,6 +120,11 @@ class Reference(_Model):
     speedup: float | None = Field(
         default=None, description="the reference's time at 1 thread / at the profile's thread count (None at 1)"
     )
+    spinning: bool = Field(
+        default=False, description="measured at more than one thread with the sessions' workers spinning between runs, "
+        "as onnxruntime's default does (hwsearch.targets._meter.session; before 2026-12-07 they were stopped after "
+        "every run)"
+    )
 
 
 class SelfCheck(_Model):

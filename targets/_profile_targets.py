@@ -161,8 +161,10 @@ class LocalCpuTarget(ProfileTarget):
                 print(f"warning: {e}; measuring again", file=sys.stderr)
             if profile and (profile.device.runtime_version != ort.__version__ or profile.device.host != host_name()
                             or profile.reference is None or profile.layer_method != layer_method(threads)
-                            or not profile.layouts):
-                profile = None  # another runtime, CPU or way of measuring layers, no reference or layouts: again
+                            or not profile.layouts or (threads > 1 and not profile.reference.spinning)):
+                # another runtime, CPU or way of measuring layers, no reference or layouts, or workers stopped
+                # after every run (see hwsearch.targets._meter.session): measured again
+                profile = None
         super().__init__(profile or new_profile("local-cpu", threads), name="local-cpu", path=path)
         self.description = (f"this host's CPU ({host_name()}), onnxruntime {ort.__version__}, {threads} thread(s), "
                             "measured on first use" + (STARTED_WORDS if layer_method(threads) == "started" else ""))

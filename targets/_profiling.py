@@ -88,11 +88,15 @@ def measure_reference(threads: int = 1, provider: str = DEFAULT_PROVIDER, second
         one = meter(1, provider, reference=(candidate, input_shape))
         one.time_reference(seconds)
         speedup = one.reference_here_ms() / ms
-    return Reference(candidate=candidate, input_shape=input_shape, ms=ms, noise=host["noise"], speedup=speedup)
+    return Reference(candidate=candidate, input_shape=input_shape, ms=ms, noise=host["noise"], speedup=speedup,
+                     spinning=threads > 1)
 
 
 # At more threads, a profile whose reference runs less than this much faster than at 1 thread: the
-# host's cores do not run a network's kernels in parallel dependably, and its latencies swing.
+# extra threads buy little on this host (shared vCPUs, or networks too small to split), and where
+# a host's second vCPU is not dependably there its 2-thread latencies swing (the Intel Xeon VM:
+# 0.58-0.72x, with the workers stopped after every run as sessions were until 2026-12-07; the
+# AMD EPYC VM with them spinning: 1.04-1.05x, its 2-thread cells held all the same).
 MIN_SPEEDUP = 1.15
 
 
@@ -102,9 +106,10 @@ def parallel_warning(profile: Profile) -> str | None:
     if ref is None or ref.speedup is None or ref.speedup >= MIN_SPEEDUP:
         return None
     return (f"at {threads} threads this host ran the reference network {ref.speedup:.2f}x as fast as at 1 thread: "
-            f"its cores do not run one network's kernels in parallel dependably (a VM whose vCPUs are shared or "
-            f"descheduled), so latencies at {threads} threads swing from run to run and no profile predicts them "
-            "well; price at 1 thread here (--threads 1), or profile a host with dedicated cores")
+            f"the extra threads buy little here (a VM whose vCPUs are shared, or networks too small to split), and "
+            f"on a VM whose vCPUs are descheduled latencies at {threads} threads swing from run to run (the profile's "
+            "self-check says whether they did); 1 thread (--threads 1) prices nearly the same latencies on fewer "
+            "cores, or profile a host with dedicated cores")
 
 
 def measure_overhead(threads: int = 1, provider: str = DEFAULT_PROVIDER, reference_ms: float | None = None) -> Latency:
@@ -122,9 +127,9 @@ def layer_method(threads: int) -> LayerMethod:
     network pays once. ``started`` (more): the smaller of that and what one more copy of the layer
     costs once the runtime is started: its graph against :data:`COPIES` copies of it side by side,
     ``(t_K - t_1) / (K - 1)``. Both overstate the layer's share of a network, each in its own way.
-    A session's workers sleep after every run (``force_spinning_stop``, see ``_meter.session``),
-    so a layer timed alone pays a worker's wake-up and its parallel set-up that a layer inside a
-    network, the workers still spinning from the layer before, does not; a copy hands its own
+    A layer timed alone pays its parallel set-up (and, while sessions' workers were stopped after
+    every run as in the figures below, a worker's wake-up; see ``_meter.session``) that a layer
+    inside a network, the workers busy from the layer before, does not; a copy hands its own
     output back, which a layer inside a network does not, and which outweighs a tiny layer. On the
     2-core AMD EPYC host at 2 threads, 12 random networks per scale (``bench/latency_why.py``), the
     layers' sum over their network (median, range; within 10%):

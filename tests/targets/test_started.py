@@ -53,6 +53,65 @@ def test_a_two_thread_profile_measures_layers_started_and_says_so(tmp_path):
     # ... and a profile is never topped up by the other method.
     with pytest.raises(ProfileError, match="do not add up"):
         measure_layers(saved, plan.layers, None, 2, "CPUExecutionProvider")
+    # A cache whose workers were stopped after every run (before 2026-12-07) is measured again too.
+    assert again.profile.reference.spinning
+    again.profile.reference.spinning = False
+    again.profile.save(path)
+    assert LocalCpuTarget(threads=2, path=path).profile.reference.spinning
+
+
+def test_at_two_threads_workers_spin_and_readings_are_rounds_of_back_to_back_runs():
+    from hwsearch.targets._meter import SPIN_MIN_RUNS, SPIN_ROUNDS, SPIN_RUNS, Meter
+    from hwsearch.targets._onnx_graph import network_model, random_network_weights
+
+    def graph(text: str) -> bytes:
+        plan = build_plan(Candidate.from_string(text), (1, 8, 8), 10)
+        return network_model(plan, random_network_weights(plan, np.random.default_rng(0))).SerializeToString()
+
+    small, big = graph("c8:ir_r1_k3_e1_c8_re_w32a32"), graph("c16:ir_r2_k5_e6_c32_se_hs_w32a32")
+    two = session(small, threads=2)
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # onnxruntime's default kept
+        two.get_session_options().get_session_config_entry("session.force_spinning_stop")
+    m = Meter(threads=2)
+    bursts = len(m.ref_bursts)
+    r_small, r_big = m.readings([two, session(big, threads=2)])
+    assert r_big.ratio > r_small.ratio > 0
+    assert r_small.rounds == SPIN_ROUNDS and r_small.rejected == 0
+    # a burst runs 3 to 12 times, as many as fit in the meter's window: a small graph the most
+    assert SPIN_ROUNDS * SPIN_MIN_RUNS <= r_big.runs <= r_small.runs <= SPIN_ROUNDS * SPIN_RUNS
+    assert len(m.ref_bursts) == bursts + SPIN_ROUNDS  # the reference timed once per round, logged as noise
+    (lat,) = m.measure([small])  # milliseconds on the meter's scale
+    assert lat.mean_ms == pytest.approx(m.reference_ms * m.readings([two])[0].ratio, rel=0.5)
+    assert SPIN_ROUNDS * SPIN_MIN_RUNS <= lat.count <= SPIN_ROUNDS * SPIN_RUNS
+
+
+def test_idle_sessions_workers_are_parked_between_their_bursts_and_woken_for_them():
+    import os
+
+    from hwsearch.targets._meter import _WORKERS, Meter, can_park, reference_model
+
+    if not can_park():
+        pytest.skip("this process may not raise a thread's priority back (no CAP_SYS_NICE, ulimit -e below 20)")
+    blob = reference_model().SerializeToString()
+    a, b = session(blob, threads=2), session(blob, threads=2)
+    (wa,), (wb,) = _WORKERS[a], _WORKERS[b]  # one worker each at 2 threads, its thread known
+    assert wa != wb and str(wa) in os.listdir("/proc/self/task")
+    m = Meter(threads=2)
+    assert m.parking and m.host()["parked"] == 1.0  # reported with the host's noise
+    policies = []
+    real_run = b.run
+
+    def run_b(*args):  # while b runs, a's worker is parked and b's is not
+        policies.append((os.sched_getscheduler(wa), os.sched_getscheduler(wb)))
+        return real_run(*args)
+
+    b.run = run_b
+    m._runs(a, random_feed(a))  # a timed, then parked
+    assert os.sched_getscheduler(wa) == os.SCHED_IDLE
+    m.readings([a, b])
+    assert policies and set(policies) == {(os.SCHED_IDLE, os.SCHED_OTHER)}
+    # once the readings are done every worker is back at the normal priority, for whatever runs next
+    assert os.sched_getscheduler(wa) == os.sched_getscheduler(wb) == os.SCHED_OTHER
 
 
 class RecordingMeter:
@@ -80,3 +139,33 @@ def test_a_started_entry_is_one_more_copy_over_the_first():
     # Noise can make the copies read no slower than one: the entry stays a small positive share, never 0.
     (floor,) = measure_layer_entries(plan.layers[1:2], 0.004, RecordingMeter({1: 0.010, COPIES: 0.009}))
     assert floor.mean_ms == pytest.approx(0.05 * 0.010)
+
+
+def test_a_process_that_may_not_wake_parked_threads_warns_and_measures_unparked():
+    """Without CAP_SYS_NICE (and ``ulimit -e`` 0) a thread cannot go back from SCHED_IDLE: the
+    meter finds that out on a thread of its own, says so, and times its sessions all the same."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("util-linux's setpriv is needed to drop CAP_SYS_NICE")
+    code = """
+import os, warnings
+from hwsearch.targets._meter import Meter, can_park, reference_model, session, _WORKERS
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    m = Meter(threads=2)
+s = session(reference_model().SerializeToString(), threads=2)
+(reading,) = m.readings([s])
+(worker,) = _WORKERS[s]
+print(can_park(), m.parking, m.host()["parked"] == 0.0, reading.ratio > 0,
+      os.sched_getscheduler(worker) == os.SCHED_OTHER, any("cannot be parked" in str(w.message) for w in caught))
+"""
+    drop = ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", "--"]
+    done = subprocess.run([*drop, sys.executable, "-c", "import os; os.nice(0)"], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"setpriv cannot drop CAP_SYS_NICE here: {done.stderr.decode()[-200:]}")
+    out = subprocess.run(["bash", "-c", 'ulimit -e 0 && exec "$@"', "bash", *drop, sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "True", "True", "True", "True"]
