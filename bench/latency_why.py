@@ -21,8 +21,10 @@ Four measurements, on this host, in fresh processes:
    per-call overhead (as a profile's entry is measured). Per input resolution, width and
    precision. Until 2026-12-07 a session's workers slept after every run at 2 threads
    (``force_spinning_stop``), so a block timed alone paid a worker's wake-up that a block inside a
-   network, its workers still spinning from the layer before, did not: this measured how much
-   (the results on file are from then; hwsearch's sessions now keep spinning, see ``session``).
+   network, its workers still spinning from the layer before, did not: this measured how much.
+   hwsearch's sessions now keep spinning (see ``session``), and the AMD EPYC results on file are
+   from such sessions (2026-12-07 15:55 UTC, through busy stretches: see each section's
+   ``host_noise``).
 
 Writes ``bench/results/latency_why.<cpu-model>.json`` (sections run before, on the same CPU
 model, are kept) and prints a summary.
