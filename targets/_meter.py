@@ -251,8 +251,9 @@ class Meter:
         ref_bytes = reference_onnx or reference_model(self.reference).SerializeToString()
         self._ref = session(ref_bytes, threads, provider)
         self._ref_feed = random_feed(self._ref)
-        self.parking = threads > 1 and bool(_WORKERS.get(self._ref)) and can_park()
-        if threads > 1 and _WORKERS.get(self._ref) and not self.parking:
+        has_workers = threads > 1 and bool(_WORKERS.get(self._ref))
+        self.parking = has_workers and can_park()
+        if has_workers and not self.parking:
             warnings.warn("this process may not raise its threads' priority back (no CAP_SYS_NICE, `ulimit -e` below "
                           "20): idle sessions' workers cannot be parked, so measuring at more than one thread takes "
                           "about 3x as long (the readings agreed with parked ones within about 1% in a trial)",
