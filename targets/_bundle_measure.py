@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 # --- hwsearch imports (measure.py holds the meter's source above instead) ---
-from hwsearch.targets._meter import Meter, host_name, random_feed, session
+from hwsearch.targets._meter import Meter, host_name, session
 
 # --- end of hwsearch imports ---
 
@@ -185,9 +185,9 @@ def measure_bundle(bundle: Path, out: Path | None = None, threads: int | None = 
     t0, done = time.monotonic(), 0
     for i in range(0, len(todo), BUNDLE_BATCH):
         batch = todo[i:i + BUNDLE_BATCH]
-        sessions = [session((bundle / g["file"]).read_bytes(), threads, provider) for g in batch]
-        feeds = [random_feed(s, g["input_shape"]) for s, g in zip(sessions, batch)]
-        for g, r in zip(batch, m.readings(sessions, feeds)):
+        readings = m.measure_readings([(bundle / g["file"]).read_bytes() for g in batch],
+                                      [g["input_shape"] for g in batch])
+        for g, r in zip(batch, readings):
             state["readings"][g["id"]] = {"ratio": r.ratio, "sem": r.sem, "rounds": r.rounds, "rejected": r.rejected,
                                           "runs": r.runs, "session": index}
             if g["kind"] == "layer":  # optimised, not run: a few milliseconds

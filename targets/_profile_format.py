@@ -118,7 +118,8 @@ class Reference(_Model):
         default=None, description="median ~95% interval of the entries, relative: the noise floor"
     )
     speedup: float | None = Field(
-        default=None, description="the reference's time at 1 thread / at the profile's thread count (None at 1)"
+        default=None, description="the reference's time at 1 thread / at the profile's thread count (None at 1), "
+        "the latter as refined over every measuring run (see ``ms``)"
     )
     spinning: bool = Field(
         default=False, description="measured at more than one thread with the sessions' workers spinning between runs, "
@@ -417,6 +418,8 @@ class Profile(_Model):
         cal.offset_ms *= factor
         if self.reference:
             self.reference.ms *= factor
+            if self.reference.speedup:  # its time at 1 thread, timed once, over the refined one here
+                self.reference.speedup /= factor
         self._index = self._anchors = self._head_index = None
 
     def check_for(self, fingerprint: str) -> SelfCheck | None:

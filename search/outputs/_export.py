@@ -322,7 +322,7 @@ def measure_latencies(
     """Latency in ms of each model on its one-image input, measured together as the target's
     profile was (against the reference network, in interleaved rounds; on the profile's scale
     when the target is this host's, see :mod:`hwsearch.targets._meter`)."""
-    from hwsearch.targets._meter import meter, session
+    from hwsearch.targets._meter import meter
     from hwsearch.targets._profiling import profile_meter
 
     profile = target.profile
@@ -331,10 +331,8 @@ def measure_latencies(
         if profile is not None and profile.reference
         else meter(threads, provider)
     )
-    sessions = [session(b, threads, provider) for b, _ in models.values()]
-    feeds = [{s.get_inputs()[0].name: x} for s, (_, x) in zip(sessions, models.values())]
-    readings = m.readings(sessions, feeds)
-    return {k: m.latency(r).mean_ms for k, r in zip(models, readings)}
+    latencies = m.measure([b for b, _ in models.values()], inputs=[x for _, x in models.values()])
+    return {k: lat.mean_ms for k, lat in zip(models, latencies)}
 
 
 def _tensor_bytes(model) -> int:

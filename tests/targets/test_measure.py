@@ -79,10 +79,12 @@ def test_rescaling_a_profile_scales_every_price_alike():
     p.adapters[adapter_key(SHAPE, "uint8")] = Entry(mean_ms=0.002, std_ms=0.0001, count=10)
     before = ProfileTarget(p).price(plan).latency_ms
     ref = p.reference.ms
+    p.reference.speedup = 1.2  # at 1 thread the reference ran 1.2x as long: timed once, not rescaled
     p.rescale(1.5)
     assert ProfileTarget(p).price(plan).latency_ms == pytest.approx(1.5 * before)
     assert p.adapters[adapter_key(SHAPE, "uint8")].mean_ms == pytest.approx(0.003)  # adapters: same scale
     assert p.reference.ms == pytest.approx(1.5 * ref)
+    assert p.reference.speedup == pytest.approx(1.2 / 1.5)
 
 
 def test_targets_shows_the_self_check(tmp_path, monkeypatch, capsys):
