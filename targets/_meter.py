@@ -82,7 +82,7 @@ SPIN_MIN_RUNS = 3  # ... and at least, the burst ending once it has run for the 
 # millisecond layer is run 3 times a round, a 10 us one 12 times)
 SPIN_ROUNDS = 8  # rounds per reading, at least
 SPIN_SESSIONS = 24  # sessions in a batch measured by Meter.measure, at least: a smaller one is filled
-# with more sessions of its graphs (see Meter.measure)
+# with more sessions of its graphs (see Meter.measure_readings)
 INIT_SPINNING_S = 0.5  # the reference timed when a meter starts, for its scale (see Meter.__init__)
 QUIET_PERCENTILE = 5  # the reference's quiet-host time: this percentile of its bursts
 GATE = 1.4  # a round counts while the reference runs within this factor of its quiet-host time ...
@@ -506,8 +506,8 @@ class Meter:
         """Readings of ONNX files (bytes) measured together, each fed its ``inputs`` array where
         given, else a random input of its ``input_shapes`` (default: the file's own shape).
 
-        At more than one thread, fewer than :data:`SPIN_SESSIONS` files are each given several
-        sessions, up to that many in all, and a file's reading is the median of its sessions'
+        At more than one thread, fewer than :data:`SPIN_SESSIONS` files are each given as many
+        sessions as make at least that many in all, and a file's reading is the median of its sessions'
         (:func:`pooled`). Two graphs measured 45 times in a process, on the 2-core AMD EPYC VM
         at 2 threads (2026-12-07, three processes): as a batch of two sessions, 13-53% of their
         readings were more than 10% off the graph's median reading in that process (some 0.45x or
