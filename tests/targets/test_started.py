@@ -89,7 +89,8 @@ def test_at_two_threads_workers_spin_and_readings_are_rounds_of_back_to_back_run
     # a burst runs 3 to 12 times, as many as fit in the meter's window
     for r, n in zip((r_small, r_big), ran):
         assert n * SPIN_MIN_RUNS <= r.runs <= n * SPIN_RUNS
-    assert len(m.ref_bursts) == bursts + max(ran)  # the reference timed once per round, logged as noise
+    # the reference timed before the first round and after every round, logged as noise
+    assert len(m.ref_bursts) == bursts + 1 + max(ran) + m.probes * 0
     assert m.latency(r_small).mean_ms == pytest.approx(m.reference_ms * r_small.ratio)  # ms on the meter's scale
 
 
@@ -134,12 +135,13 @@ def test_at_two_threads_a_spiked_round_is_rejected_and_measured_again():
             return self.sess.run(names, feed)
 
     blob = network_bytes("c8:ir_r1_k3_e1_c8_re_w32a32")
-    m = Meter(threads=2, window_s=0.0005)
+    m = Meter(threads=2, window_s=0.0005, ci=1e-6)  # every reading runs to max_rounds
     plain = m.readings([session(blob, threads=2)])[0]
-    # calls 40-79 sleep: a stretch of whole bursts (3 to 12 runs each) after the first rounds
-    spiky = Spiky(session(blob, threads=2), start=40, stop=80)
+    # calls 120-159 sleep: a stretch of whole bursts (3 to 12 runs each, one untimed run before) once
+    # the first SPIN_ROUNDS rounds are in (at most 13 calls each)
+    spiky = Spiky(session(blob, threads=2), start=9 * 13, stop=9 * 13 + 40)
     reading = m.readings([spiky])[0]
-    assert spiky.calls > 80  # the stretch was run through ...
+    assert spiky.calls > spiky.stop  # the stretch was run through ...
     assert reading.rejected >= 1  # ... its rounds dropped ...
     assert reading.rounds >= SPIN_ROUNDS  # ... and replaced by others
     assert reading.ratio < plain.ratio * 3  # a stored spike would be 2 ms / 0.02 ms: 100x
