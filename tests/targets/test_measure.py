@@ -215,7 +215,9 @@ def test_at_two_threads_rounds_beside_a_slow_reference_are_dropped_even_when_fou
 
     from hwsearch.targets._meter import _WORKERS, SPIN_MIN_RUNS, reference_model
 
-    m = Meter(threads=2, window_s=0.0005, ci=1e-6)  # every reading runs to max_rounds
+    # Every reading runs to max_rounds: 40, so that after the stretch's rounds at least two groups of
+    # quiet bursts are in (a group is FLOOR_BURSTS = 16 consecutive bursts).
+    m = Meter(threads=2, window_s=0.0005, ci=1e-6, max_rounds=40)
     blob = reference_model(m.reference).SerializeToString()  # a graph whose ratio is steady: about 1
     quiet = m.readings([session(blob, threads=2)])[0]
     floor = m.floor_ms()
@@ -227,7 +229,9 @@ def test_at_two_threads_rounds_beside_a_slow_reference_are_dropped_even_when_fou
     m.ref_bursts = NoiseLog(m.ref_bursts, m._ref)
     reading = m.readings([session(blob, threads=2)])[0]
     assert m.probes > probes and m.busy_batches == 0 and m.ref_bursts.logged_busy == 0
-    assert reading.ratio == pytest.approx(quiet.ratio, rel=0.25)
+    # The graph is the reference itself: its quiet ratio is about 1 (2 at worst: a 2-thread session's
+    # speed moves between levels on this host), and rounds beside the slow reference read about 0.1.
+    assert quiet.ratio > 0.8 and reading.ratio > 0.5
     # A process that began in such a stretch holds its time as the quiet one (here 100x the real
     # one), so the stretch's rounds pass the gate; once quiet bursts are in, the gate tightens and
     # the rounds measured beside the slow reference are dropped and measured again.
@@ -240,4 +244,4 @@ def test_at_two_threads_rounds_beside_a_slow_reference_are_dropped_even_when_fou
     late = m.readings([session(blob, threads=2)])[0]
     assert m.ref_bursts.logged_busy >= 9  # the stretch's bursts passed the loose gate ...
     assert m.floor_ms() < 2 * floor and m.rejected - rejected >= m.ref_bursts.logged_busy - 1
-    assert late.ratio == pytest.approx(quiet.ratio, rel=0.25)  # ... and none of its rounds was kept
+    assert late.ratio > 0.5  # ... and none of its rounds was kept (kept, they read about 0.1)

@@ -90,7 +90,7 @@ def test_at_two_threads_workers_spin_and_readings_are_rounds_of_back_to_back_run
     for r, n in zip((r_small, r_big), ran):
         assert n * SPIN_MIN_RUNS <= r.runs <= n * SPIN_RUNS
     # the reference timed before the first round and after every round, logged as noise
-    assert len(m.ref_bursts) == bursts + 1 + max(ran) + m.probes * 0
+    assert len(m.ref_bursts) == bursts + 1 + max(ran)  # probes are not logged
     assert m.latency(r_small).mean_ms == pytest.approx(m.reference_ms * r_small.ratio)  # ms on the meter's scale
 
 
@@ -144,7 +144,8 @@ def test_at_two_threads_a_spiked_round_is_rejected_and_measured_again():
     assert spiky.calls > spiky.stop  # the stretch was run through ...
     assert reading.rejected >= 1  # ... its rounds dropped ...
     assert reading.rounds >= SPIN_ROUNDS  # ... and replaced by others
-    assert reading.ratio < plain.ratio * 3  # a stored spike would be 2 ms / 0.02 ms: 100x
+    # a stored spike reads 2 ms / 0.02 ms, 40-100x; a session's level moves up to 3x on this host
+    assert reading.ratio < plain.ratio * 10
     assert m.host()["rejected_rounds"] >= reading.rejected
 
 
