@@ -83,9 +83,11 @@ def run_cell(key: str, threads: int, n: int, busy: bool) -> dict:
         {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in report["rows"]
     ]
     profile = json.loads((Path(cache) / f"local-cpu-{threads}t.json").read_text())
+    lines = out.strip().splitlines()
+    said = [line for line in lines[:-3] if line.startswith("warning")] + lines[-3:]  # its warnings and its end
     return {"cell": f"{key}{threads}", "label": label, "threads": threads, "busy_neighbour": busy,
             "profile_command": f"hwsearch profile --target local-cpu --threads {threads} {' '.join(space)}",
-            "profile_s": round(t_profile, 1), "profile_log": out.strip().splitlines()[-3:],
+            "profile_s": round(t_profile, 1), "profile_log": said,
             "self_check": profile["checks"][-1] if profile.get("checks") else None,
             "reference": profile.get("reference"), "layers_measured": len(profile["entries"]),
             "command": "hwsearch " + " ".join(cmd), "check_s": round(t_check, 1), **report,
@@ -126,14 +128,21 @@ def main() -> None:
         dest.write_text(json.dumps(results, indent=1))
     print(f"host: {results['host']}, onnxruntime {results['onnxruntime']}{', busy neighbour' if args.busy else ''}")
     print(f"{'cell':<36} {'thr':>3} {'within 10%':>10} {'MAPE':>6} {'tau':>6} {'drift':>6} {'busy':>5} "
-          f"{'raw w10':>8} {'profile':>8}")
+          f"{'others':>6} {'warned':>6} {'raw w10':>8} {'profile':>8}")
     for r in results["cells"].values():
         print(
             f"{r['label']:<36} {r['threads']:>3} {r['within_10pct']:>10.0%} {r['mape']:>6.1%} {r['kendall_tau']:>6.3f} "
-            f"{r['host_drift']:>6.2f} {r['busy']:>5.2f} {r['raw']['within_10pct']:>8.0%} {r['profile_s']:>7.0f}s"
+            f"{r['host_drift']:>6.2f} {r['busy']:>5.2f} {others(r):>6} {len(r['warnings']):>6} "
+            f"{r['raw']['within_10pct']:>8.0%} {r['profile_s']:>7.0f}s"
         )
     print(f"wrote {dest}")
     print("\n" + markdown(results))
+
+
+def others(r: dict) -> str:
+    """The CPUs other processes and the hypervisor took beside a cell's check, on average ('-': unknown)."""
+    host = r["host"]
+    return f"{host['others_cpu'] + host['steal_cpu']:.2f}" if "others_cpu" in host else "-"
 
 
 def markdown(results: dict) -> str:

@@ -345,6 +345,9 @@ def cmd_latency_check(args) -> int:
     print(f"  quiet-host speed:    {report['host_drift']:.2f}x the profile's time for the reference network")
     print(f"  busy now:            runs take {report['busy']:.2f}x their quiet time (median / fastest 5% of the "
           "reference's bursts)")
+    if "others_cpu" in (host := report["host"]):
+        print(f"  beside it:           other processes took {host['others_cpu']:.2f} of the host's {host['cpus']:.0f} "
+              f"CPUs on average, the hypervisor's other guests {host['steal_cpu']:.2f}")
     print(
         f"  at this moment's typical speed: {raw['within_10pct']:.0%} within +-10%, mean abs. error {raw['mape']:.1%}"
     )
@@ -482,7 +485,8 @@ def cmd_schema(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    from hwsearch.targets import get_target, parallel_warning, target_names
+    from hwsearch.targets import describe_check, get_target, profile_warnings, target_names
+    from hwsearch.targets._profiling import contention
 
     print(f"{'target':<20} {'how':<10} {'kind':<5} {'layers':>7} {'calibrated on':>14}  {'self-check':<26}  device")
     notes = []
@@ -500,8 +504,9 @@ def cmd_targets(args) -> int:
                  if c else "none")
         layers = "any" if p.roofline else str(len(p.entries))
         print(f"{name:<20} {how:<10} {p.device.kind:<5} {layers:>7} {cal:>14}  {check:<26}  {t.description}")
-        if warning := parallel_warning(p):
-            notes.append(f"warning: {name}: {warning}")
+        notes += [f"warning: {name}: {warning}" for warning in profile_warnings(p)]
+        if c and contention(c.neighbours, c.cpus):
+            notes.append(f"warning: {name}: {describe_check(c)}")
         if p.extension:
             notes.append(f"{name}: {p.extension.describe()}")
     for note in notes:

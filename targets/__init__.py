@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         measure_network,
         parallel_warning,
         profile_space,
+        profile_warnings,
         sample_plans,
         space_fingerprint,
     )
@@ -72,7 +73,7 @@ __getattr__ = lazy_exports(__name__, {
                      "random_network_weights", "random_weights"),
     "._profile_targets": ("LocalCpuTarget", "ProfileTarget", "host_name"),
     "._profiling": ("check_latency", "describe_check", "measure_network", "parallel_warning", "profile_space",
-                    "sample_plans", "space_fingerprint"),
+                    "profile_warnings", "sample_plans", "space_fingerprint"),
 })
 
 __all__ = [
@@ -116,6 +117,7 @@ __all__ = [
     "peak_memory_kb",
     "precision_of",
     "profile_space",
+    "profile_warnings",
     "random_feed",
     "random_network_weights",
     "random_weights",

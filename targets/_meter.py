@@ -117,6 +117,42 @@ def host_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@dataclass(frozen=True)
+class CpuMark:
+    """Where the host's CPU time stood at a moment (see :func:`cpu_mark`), in seconds."""
+
+    wall_s: float
+    busy_s: float  # every CPU's time not idle nor stolen (user, nice, system, irq, softirq), summed
+    steal_s: float  # the time the hypervisor gave this VM's CPUs to other guests, summed
+    own_s: float  # this process's CPU time, all its threads
+
+
+def cpu_mark() -> CpuMark | None:
+    """Where the host's CPU time stands now, from Linux's ``/proc/stat`` (None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    if fields[:1] != ["cpu"] or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) / tick for x in fields[1:9])
+    return CpuMark(time.monotonic(), user + nice + system + irq + softirq, steal, time.process_time())
+
+
+def neighbours_since(mark: CpuMark | None) -> dict[str, float]:
+    """The CPU time others took since ``mark``, on average, in CPUs: ``others_cpu`` (other processes of
+    this host) and ``steal_cpu`` (other guests of a VM's hypervisor), with ``cpus``, the host's
+    count; empty where the host does not say (see :func:`cpu_mark`)."""
+    now = cpu_mark()
+    if mark is None or now is None or now.wall_s - mark.wall_s <= 0:
+        return {}
+    wall = now.wall_s - mark.wall_s
+    others = (now.busy_s - mark.busy_s) - (now.own_s - mark.own_s)
+    return {"others_cpu": max(0.0, others / wall), "steal_cpu": (now.steal_s - mark.steal_s) / wall,
+            "cpus": float(os.cpu_count() or 1)}
+
+
 class HostTooNoisy(TargetError, RuntimeError):
     """The host's speed varied so much that readings could not reach the asked precision."""
 

@@ -121,6 +121,11 @@ class Reference(_Model):
         default=None, description="the reference's time at 1 thread / at the profile's thread count (None at 1), "
         "the latter as refined over every measuring run (see ``ms``)"
     )
+    neighbours: float | None = Field(
+        default=None, description="the most CPU time other processes and the hypervisor took beside one of the "
+        "profile's measuring runs, on average, in CPUs (see hwsearch.targets._meter.neighbours_since); None: unknown"
+    )
+    cpus: int | None = Field(default=None, description="the host's CPU count when ``neighbours`` was measured")
     spinning: bool = Field(
         default=False, description="measured at more than one thread with the sessions' workers spinning between runs, "
         "as onnxruntime's default does (hwsearch.targets._meter.session; before 2026-12-07 they were stopped after "
@@ -146,6 +151,11 @@ class SelfCheck(_Model):
     misses_confirmed: int | None = Field(
         default=None, description="misses whose second reading agreed with the first: the model's error, not noise"
     )
+    neighbours: float | None = Field(
+        default=None, description="CPU time other processes and the hypervisor took during the check, on average, in "
+        "CPUs; None: unknown"
+    )
+    cpus: int | None = Field(default=None, description="the host's CPU count when ``neighbours`` was measured")
     passed: bool
     checked_at: str
 

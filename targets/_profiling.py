@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from hwsearch.spaces._plan import Layer, NetworkPlan, build_plan, reachable_layers
 from hwsearch.targets._cost import Latency
 from hwsearch.targets._layouts import LAYOUT_FEATURES, layer_layout
-from hwsearch.targets._meter import DEFAULT_PROVIDER, Meter, meter
+from hwsearch.targets._meter import DEFAULT_PROVIDER, CpuMark, Meter, cpu_mark, meter, neighbours_since
 from hwsearch.targets._onnx_graph import (
     identity_model,
     layer_model,
@@ -425,19 +426,21 @@ def measure_layers(profile: Profile, layers: Sequence[Layer], path: Path | None,
         {str(block_key(layer)): layer for layer in layers if str(block_key(layer)) not in profile.entries}.values()
     )
     saver, rng, m = _Saver(profile, path), np.random.default_rng(0), profile_meter(profile, threads, provider)
-    since, size = len(m.ref_bursts), batch_size(threads)
+    since, size, mark = len(m.ref_bursts), batch_size(threads), cpu_mark()
     batches = [todo[i:i + size] for i in range(0, len(todo), size)]
     for batch in progress(batches, f"layer batches of {size}", len(batches)) if progress else batches:
         for layer, entry in zip(batch, measure_layer_entries(batch, profile.overhead_ms.mean_ms, m, rng)):
             profile.add(block_key(layer), entry)
         saver.tick()
-    note_noise(profile, m, since)
+    note_noise(profile, m, since, mark=mark)
     saver.tick(force=bool(todo))
     return len(todo)
 
 
-def note_noise(profile: Profile, m: Meter, since: int = 0, settle: bool = True) -> None:
-    """Record in the profile what its meter saw of the host's noise, and (``settle``) its scale.
+def note_noise(profile: Profile, m: Meter, since: int = 0, settle: bool = True, mark: CpuMark | None = None) -> None:
+    """Record in the profile what its meter saw of the host's noise, and (``settle``) its scale
+    and the CPU time others took beside the run since ``mark`` (``reference.neighbours``: the most
+    over the profile's runs, for the entries measured then stay; see :func:`contention`).
 
     The scale (``reference.ms``) is the reference's quiet-host time (``Meter.reference_here_ms``)
     over the profile's measuring runs, weighted by bursts: one second at the start is not enough
@@ -455,6 +458,9 @@ def note_noise(profile: Profile, m: Meter, since: int = 0, settle: bool = True) 
         profile.rescale(settled / ref.ms)
         ref.bursts += n
         m.reference_ms = ref.ms
+        beside = neighbours_since(mark)
+        if (taken := _taken(beside)) is not None:
+            ref.neighbours, ref.cpus = max(ref.neighbours or 0.0, taken), _cpus(beside)
     cis = [1.96 * e.std_ms / e.mean_ms for e in profile.entries.values() if e.mean_ms > 0]
     host = m.host()
     ref.noise = host["noise"]
@@ -482,7 +488,7 @@ def calibrate(profile: Profile, lookup: Callable[[NetworkPlan], list[Latency]], 
     if prepare and todo:
         prepare(todo)
     saver, rng, m = _Saver(profile, path), np.random.default_rng(1), profile_meter(profile, threads, provider)
-    since = len(m.ref_bursts)
+    since, mark = len(m.ref_bursts), cpu_mark()
     batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
     for batch in progress(batches, f"network batches of {BATCH}", len(batches)) if progress else batches:
         for plan, lat in zip(batch, measure_networks(batch, m, rng)):
@@ -491,7 +497,7 @@ def calibrate(profile: Profile, lookup: Callable[[NetworkPlan], list[Latency]], 
                 features=network_features(plan.layers, lookup(plan), [profile.layout(x) for x in plan.layers]),
                 measured_ms=lat.mean_ms))
         saver.tick()
-    note_noise(profile, m, since)
+    note_noise(profile, m, since, mark=mark)
     cal = fit_calibration(profile.calibration.samples, profile.overhead_ms.mean_ms, profile.calibration)
     if fingerprint not in cal.spaces:
         cal.spaces.append(fingerprint)
@@ -530,9 +536,21 @@ def profile_space(profile: Profile, config: SpaceSpec, input_shape: tuple[int, i
     check = self_check(profile, ProfileTarget(profile), config, input_shape, num_classes, path=path,
                        progress=progress)
     log(describe_check(check))
-    if warning := parallel_warning(profile):
+    for warning in profile_warnings(profile):
         log(f"warning: {warning}")
     return profile
+
+
+def profile_warnings(profile: Profile) -> list[str]:
+    """What makes a profile's figures doubtful on the whole, in sentences: extra threads that do
+    not pay (:func:`parallel_warning`), others busy beside its measuring runs (:func:`contention`)."""
+    ref = profile.reference
+    busy = contention(ref.neighbours, ref.cpus) if ref else None
+    out = [f"while this profile was measured, {busy}; its layers and calibration were measured then: profile "
+           "again from scratch on a quiet host"] if busy else []
+    if warning := parallel_warning(profile):
+        out.append(warning)
+    return out
 
 
 def describe_check(check: SelfCheck) -> str:
@@ -565,6 +583,8 @@ def describe_check(check: SelfCheck) -> str:
     if abs(check.host_drift - 1) > DRIFT_WARN:
         text += (f"; the host ran {check.host_drift:.2f}x as slow as while profiling (a busy neighbour?): "
                  "latencies measured now differ from the profile's by that much")
+    if busy := contention(check.neighbours, check.cpus):
+        text += f"; during the check {busy}"
     return text
 
 
@@ -574,6 +594,35 @@ DRIFT_WARN = 0.10  # the host's speed (the reference's time) moved this much sin
 # Measured on the 2-core AMD EPYC VM with a CPU-bound neighbour (3x32x32, 1 thread): at 1.92x, two
 # checks of the same networks in two processes agreed within 10% for 74% of them (98-100% quiet).
 BUSY_WARN = 1.5
+# Other processes, or on a VM other guests (steal), took this share of the host's CPUs on average
+# beside a measurement: its figures are doubtful, and wherever they are shown that is said. Why not
+# the reference's slowdown alone (``busy``): on the 2-core AMD EPYC VM, with one CPU-bound neighbour
+# (`python -c "while True: pass"`, 1.00 of 2 CPUs taken by others; 0.01 idle) the 1-thread matrix
+# cells held 100%, 78% and 94% of networks within 10% (quickstart, 3x32x32, 3x96x96; 96-100% quiet),
+# while ``busy`` read 1.06-1.23x, as on quiet runs (1.04-1.14x): the neighbour ran on the other
+# core, and what it shares with the measured one (caches, memory) slows kernels unevenly.
+CONTENDED = 0.2
+
+
+def _taken(host: dict[str, float]) -> float | None:
+    """The CPUs others took beside a measurement (other processes and the hypervisor; see
+    :func:`~hwsearch.targets._meter.neighbours_since`), if known."""
+    return host["others_cpu"] + host["steal_cpu"] if "others_cpu" in host else None
+
+
+def _cpus(host: dict[str, float]) -> int | None:
+    return int(host["cpus"]) if "cpus" in host else None
+
+
+def contention(neighbours: float | None, cpus: int | None) -> str | None:
+    """A clause when others took :data:`CONTENDED` or more of the host's CPUs beside a measurement
+    (``neighbours``, in CPUs, of ``cpus``; unknown: None)."""
+    cpus = cpus or os.cpu_count() or 1
+    if neighbours is None or neighbours < CONTENDED * cpus:
+        return None
+    return (f"other processes (or the hypervisor's other guests) kept {neighbours:.1f} of this host's {cpus} CPUs "
+            "busy on average: latencies measured beside a busy neighbour differ from a quiet host's unevenly "
+            "(up to 20% on the AMD EPYC VM), so these figures may not hold once it stops")
 # A check measures its misses a second time. One whose two readings agree within AGAIN_AGREE is the
 # model's error, not noise; when CONFIRMED_SHARE of the misses are, a busy host is not to blame. (On
 # the Intel Xeon VM with a CPU-bound neighbour, 3x96x96: the host at 1.72x, two checks in two
@@ -597,6 +646,9 @@ def unsteady(misses: int | None, confirmed: int | None) -> bool:
 def check_warnings(report: LatencyCheck) -> list[str]:
     """What makes a check's figures doubtful, in sentences (empty: nothing)."""
     out = []
+    host = report["host"]
+    if busy := contention(_taken(host), _cpus(host)):
+        out.append(f"during the check {busy}; check again on a quiet host before trusting them")
     if abs(report["host_drift"] - 1) > DRIFT_WARN:
         out.append(f"this host runs {report['host_drift']:.2f}x as slow as when {report['target']} was profiled (a "
                    "busy neighbour, or another host state): measured latencies now differ by that much")
@@ -705,7 +757,7 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
     target.prepare(plans)
     predicted = [target.price(plan).latency_ms for plan in plans]
     m = profile_meter(profile, threads, provider) if profile else meter(threads, provider)
-    start = len(m.ref_bursts)
+    start, mark = len(m.ref_bursts), cpu_mark()
     rng = np.random.default_rng(2)
     measured: list[float] = []
     batches = [plans[i:i + BATCH] for i in range(0, len(plans), BATCH)]
@@ -730,14 +782,12 @@ def check_latency(target: Target, config: SpaceSpec, input_shape: tuple[int, int
         return check_figures(predicted, meas)
 
     worst = sorted(rows, key=lambda r: -abs(r["error"]))[:5]
-    host = {k: v for k, v in m.host().items() if k != "bursts"}
+    host = {**{k: v for k, v in m.host().items() if k != "bursts"}, **neighbours_since(mark)}
     report: LatencyCheck = {
         "n": n, **figures(measured), "worst": worst, "target": target.name, "input_shape": list(input_shape),
         "threads": threads, "provider": provider, "host_drift": drift, "host": host, "busy": busy,
         "raw": figures([x * busy for x in measured]), "rows": rows, "misses_again": misses_again, "warnings": []}
-    report["warnings"] = check_warnings(report)
-    if profile and (warning := parallel_warning(profile)):
-        report["warnings"].append(warning)
+    report["warnings"] = check_warnings(report) + (profile_warnings(profile) if profile else [])
     return report
 
 
@@ -751,7 +801,7 @@ def self_check(profile: Profile, target: Target, config: SpaceSpec, input_shape:
                       seed=CHECK_SEED, within_10pct=report["within_10pct"], mape=report["mape"],
                       kendall_tau=report["kendall_tau"], host_drift=report["host_drift"], busy=report["busy"],
                       misses=report["misses_again"]["misses"], misses_confirmed=report["misses_again"]["confirmed"],
-                      passed=passed,
+                      neighbours=_taken(report["host"]), cpus=_cpus(report["host"]), passed=passed,
                       checked_at=now())
     profile.checks = [c for c in profile.checks if c.space != check.space] + [check]
     if path:

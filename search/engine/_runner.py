@@ -250,6 +250,7 @@ class _Driver:
         study.set_user_attr("num_classes", data.num_classes)
         if target.ensure_calibrated(spec.space, data.input_shape, data.num_classes):
             self.log(f"calibrated {target.name}'s latency model on whole networks of this space (once per space)")
+            self._say_check(target)
         corners = check_reachable(spec, data)  # an impossible budget is reported before anything trains
         if isinstance(study.sampler, CostAwareSampler):
             study.sampler.use_prices(lambda cand: _priced(cand, target, data))
@@ -266,6 +267,18 @@ class _Driver:
         self.log(f"data and teacher ready in {time.perf_counter() - t0:.1f}s; searching {self.n_total - self.done} "
                  f"trials on {target.name} with {self.executor.slots} worker(s) ({self.executor.name})"
                  + (f"; early stopping at epochs {self.halving.rungs}" if self.halving else ""))
+
+    def _say_check(self, target) -> None:
+        """Log how the latency model's self-check on this space went, and what makes the profile doubtful."""
+        from hwsearch.targets import describe_check, profile_warnings, space_fingerprint
+
+        data, profile = self.data, target.profile
+        if profile is None:
+            return
+        if check := profile.check_for(space_fingerprint(self.spec.space, data.input_shape, data.num_classes)):
+            self.log(describe_check(check))
+        for warning in profile_warnings(profile):
+            self.log(f"warning: {warning}")
 
     def _seed(self, corners, fresh: bool) -> None:
         """Queue the spec's own ``search.seeds`` first, then, with ``seed_corners``, anchor the front

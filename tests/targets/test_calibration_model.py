@@ -132,6 +132,11 @@ def test_a_check_on_a_busy_or_changed_host_says_so():
     assert "25 of the check's 31 misses" in unsteady and "90% within 10%" in unsteady and "noise" in unsteady
     assert check_warnings({**quiet, "misses_again": {"misses": 31, "confirmed": 20, "within_10pct_again": 0.8}}) == []
     assert check_warnings({**quiet, "misses_again": {"misses": 2, "confirmed": 0, "within_10pct_again": 1.0}}) == []
+    # Others kept a CPU of two busy beside the check: said, whatever the reference's own slowdown.
+    beside = {"busy_batches": 0, "others_cpu": 0.97, "steal_cpu": 0.03, "cpus": 2.0}
+    (neighbour,) = check_warnings({**quiet, "host": beside})
+    assert "1.0 of this host's 2 CPUs" in neighbour and "quiet host" in neighbour
+    assert check_warnings({**quiet, "host": {**beside, "others_cpu": 0.02, "steal_cpu": 0.0}}) == []
 
 
 def test_calibration_networks_reach_the_floor_of_the_space():

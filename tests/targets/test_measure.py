@@ -105,6 +105,16 @@ def test_targets_shows_the_self_check(tmp_path, monkeypatch, capsys):
     assert main(["targets"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("local-cpu"))
     assert "passed 97% <=10%, tau 0.93" in line
+    # A check (and a profile) measured beside a busy neighbour: said under the table.
+    p.checks[-1].neighbours, p.checks[-1].cpus = 1.0, 2
+    assert p.reference
+    p.reference.neighbours, p.reference.cpus = 0.9, 2
+    p.save(tmp_path / "local-cpu-1t.json")
+    monkeypatch.setattr(registry, "_CACHE", {})
+    assert main(["targets"]) == 0
+    notes = [row for row in capsys.readouterr().out.splitlines() if row.startswith("warning: local-cpu")]
+    assert any("during the check other processes" in n and "1.0 of this host's 2 CPUs" in n for n in notes)
+    assert any("while this profile was measured" in n and "0.9 of this host's 2 CPUs" in n for n in notes)
 
 
 def test_a_version_2_profile_still_loads_with_its_coefficients(tmp_path):

@@ -1,8 +1,10 @@
 """Device profiles: schema, typed keys, interpolation, the profiler and latency-check for real."""
 
 import json
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -207,6 +209,9 @@ def test_profiler_measures_a_tiny_space_for_real_and_calibrates(tmp_path):
     assert check.passed == (check.within_10pct >= 0.9 and check.kendall_tau >= 0.9)
     assert "self-check on 30 fresh networks" in describe_check(check)
     assert check.busy is not None and check.busy > 0  # how busy the host was during it, stored beside it
+    # and what other processes took of the host's CPUs beside the profile's runs and the check
+    assert saved.reference.neighbours is not None and saved.reference.neighbours >= 0 and saved.reference.cpus
+    assert check.neighbours is not None and check.neighbours >= 0 and check.cpus
 
 
 def test_a_failed_self_check_says_whether_the_host_or_the_model_is_to_blame():
@@ -285,10 +290,19 @@ def test_latency_check_reports_json_on_a_tiny_space(tmp_path):
     assert again["misses"] == len(missed) and 0 <= again["confirmed"] <= again["misses"]
     assert all(r["measured_again_ms"] > 0 for r in missed)  # each miss measured a second time
     assert not any("measured_again_ms" in r for r in report["rows"] if r not in missed)
-    text = subprocess.run(hwsearch_cmd() + ["latency-check", "--spec", spec, "--n", "4", "--no-progress"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report["host"]["others_cpu"] >= 0 and report["host"]["cpus"] >= 1  # what others took beside it
+    # Beside a CPU-bound neighbour the check says so, whatever its figures.
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        text = subprocess.run(hwsearch_cmd() + ["latency-check", "--spec", spec, "--n", "4", "--no-progress"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
     assert text.returncode == 0 and "within +-10%" in text.stdout and "Kendall's tau" in text.stdout
     assert "quiet-host speed" in text.stdout and "busy now" in text.stdout
+    taken = float(re.search(r"other processes took ([0-9.]+) of", text.stdout)[1])  # type: ignore[index]
+    assert taken >= 0.8 and "CPUs busy on average" in text.stderr and "check again on a quiet host" in text.stderr
 
 
 def test_targets_lists_measured_and_estimated_profiles():
