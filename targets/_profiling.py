@@ -614,6 +614,12 @@ def _cpus(host: dict[str, float]) -> int | None:
     return int(host["cpus"]) if "cpus" in host else None
 
 
+def beside_warning(host: dict[str, float]) -> str | None:
+    """:func:`contention`'s clause for what others took beside a measurement, as
+    :func:`~hwsearch.targets._meter.neighbours_since` gives it (unknown: None)."""
+    return contention(_taken(host), _cpus(host))
+
+
 def contention(neighbours: float | None, cpus: int | None) -> str | None:
     """A clause when others took :data:`CONTENDED` or more of the host's CPUs beside a measurement
     (``neighbours``, in CPUs, of ``cpus``; unknown: None)."""
@@ -647,7 +653,7 @@ def check_warnings(report: LatencyCheck) -> list[str]:
     """What makes a check's figures doubtful, in sentences (empty: nothing)."""
     out = []
     host = report["host"]
-    if busy := contention(_taken(host), _cpus(host)):
+    if busy := beside_warning(host):
         out.append(f"during the check {busy}; check again on a quiet host before trusting them")
     if abs(report["host_drift"] - 1) > DRIFT_WARN:
         out.append(f"this host runs {report['host_drift']:.2f}x as slow as when {report['target']} was profiled (a "

@@ -612,17 +612,23 @@ class _Export:
         """Each network alone (what the profile prices) and each file (adapter included), timed
         here and priced on the target; sizes predicted and on disk."""
         from hwsearch.targets import UnpriceableError
+        from hwsearch.targets._meter import cpu_mark, neighbours_since
+        from hwsearch.targets._profiling import beside_warning
 
         data, target, files, networks = self.data, self.target, self.files, self.networks
         threads, provider, host, same_host = _runtime_settings(target)
         self.same_host = same_host
         x1, p1 = data.x_val[:1], self.pixels_val[:1]
+        mark = cpu_mark()
         timed = measure_latencies(
             {**{f"net:{k}": (m.SerializeToString(), x1) for k, m in networks.items()},
              **{f"file:{k}": (p.read_bytes(), p1) for k, p in files.items()}}, target, threads, provider)
+        beside = neighbours_since(mark)  # what other processes took of the host's CPUs meanwhile
         self.searched = searched = target.price(self.plan)
         latency: dict = {"batch": 1, "threads": threads, "provider": provider, "measured_on": host,
-                         "target_is_this_host": same_host, "searched_ms": searched.latency_ms}
+                         "target_is_this_host": same_host, "searched_ms": searched.latency_ms, "beside": beside}
+        if same_host and (busy := beside_warning(beside)):
+            self.warnings.append(f"while the files were timed {busy}; export again on a quiet host to check them")
         try:
             adapter_ms: float | None = target.adapter_latency(data.input_shape, str(self.pixels_val.dtype)).mean_ms
             latency["input_adapter_ms"] = adapter_ms

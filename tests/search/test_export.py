@@ -46,6 +46,8 @@ def exported(run, tmp_path_factory):
 
 
 def test_card_records_the_checks_and_hashes_every_model(exported):
+    from hwsearch.targets._profiling import CONTENDED
+
     card = json.loads((exported.out_dir / CARD_FILE).read_text())
     assert set(card["files"]) == {FP32_FILE, INT8_FILE}
     for name, facts in card["files"].items():
@@ -59,6 +61,10 @@ def test_card_records_the_checks_and_hashes_every_model(exported):
     assert card["latency"]["target_is_this_host"]
     adapter = card["latency"]["input_adapter_ms"]
     assert adapter > 0  # local-cpu priced the raw-pixel adapter (measured on first use)
+    beside = card["latency"]["beside"]  # what other processes took of the host's CPUs while the files were timed
+    assert beside["others_cpu"] >= 0 and beside["cpus"] >= 1
+    assert ("while the files were timed" in " ".join(card["warnings"])) == (
+        beside["others_cpu"] + beside["steal_cpu"] >= CONTENDED * beside["cpus"])
     for name in (FP32_FILE, INT8_FILE):
         lat = card["latency"][name]
         assert lat["predicted_ms"] > 0 and lat["measured_ms"] > 0
