@@ -69,6 +69,7 @@ def main() -> None:
                 "fp32_on_disk_kb": size["model.onnx"]["on_disk_kb"],
                 "int8_on_disk_kb": size["model.int8.onnx"]["on_disk_kb"],
                 "warnings": c["warnings"],
+                "others_cpu": lat.get("beside", {}).get("others_cpu"),  # other processes' CPUs while timed
             }
         )
     worst_fp32 = max(abs(r["fp32_minus_torch_points"]) for r in rows)
@@ -82,7 +83,8 @@ def main() -> None:
                "worst_latency_error": worst_latency,
                "files": len(file_errors), "files_within_10pct": sum(abs(e) <= 0.10 for e in file_errors),
                "worst_file_latency_error": max(map(abs, file_errors), default=None),
-               "cards_with_warnings": sum(bool(r["warnings"]) for r in rows)}
+               "cards_with_warnings": sum(bool(r["warnings"]) for r in rows),
+               "most_others_cpu": max((r["others_cpu"] for r in rows if r["others_cpu"] is not None), default=None)}
     dest = write_results("export", {"summary": summary, "models": rows, "out": str(out)}, per_host=True)
 
     print(f"{'trial':>5} {'torch':>7} {'fp32-torch':>10} {'int8 drop':>9}  {'fp32 pred/meas us':>18} "
