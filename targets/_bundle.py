@@ -231,6 +231,11 @@ class Timings:
         self.bursts = sum(r["bursts"] for r in runs)
         self.scale = sum(r["reference_quiet_ms"] * r["bursts"] for r in runs) / self.bursts
         self.noise = float(np.median([r["noise"] for r in runs]))
+        # the most CPUs other processes and the hypervisor took beside a run (older timings, or a
+        # device without /proc/stat: unknown)
+        beside = [r for r in runs if "others_cpu" in r]
+        self.neighbours = max((r["others_cpu"] + r["steal_cpu"] for r in beside), default=None)
+        self.cpus = int(beside[0]["cpus"]) if beside else None
 
     def of(self, kind: str) -> list[tuple[Json, Entry]]:
         """The graphs of a kind with their time (ms) on the timings' scale."""
@@ -293,7 +298,8 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
     ((_, overhead),) = t.of("overhead")
     ref = man["reference"]
     reference = Reference(candidate=ref["candidate"], input_shape=tuple(ref["input_shape"]), ms=t.scale,
-                          bursts=t.bursts, noise=t.noise, spinning=bool(st.get("spinning")))
+                          bursts=t.bursts, noise=t.noise, spinning=bool(st.get("spinning")),
+                          neighbours=t.neighbours, cpus=t.cpus)
     profile = Profile(device=facts, bits=CPU_BITS, overhead_ms=overhead, reference=reference)
 
     copies = {g["key"]: e for g, e in t.of("copies")}  # a bundle of more than one thread: 'started'
@@ -328,9 +334,11 @@ def import_timings(timings: Path, out: Path, name: str | None = None, kind: Devi
                                 passed=figures["within_10pct"] >= PASS_WITHIN_10PCT
                                 and figures["kendall_tau"] >= PASS_TAU, checked_at=now())]
     profile.save(out)
-    from hwsearch.targets._profiling import describe_check
+    from hwsearch.targets._profiling import describe_check, profile_warnings
 
     log(describe_check(profile.checks[0]))
+    for warning in profile_warnings(profile):
+        log(f"warning: {warning}")
     log(f"wrote {out}; use it with 'target: {out}' in a spec")
     return profile
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 # --- hwsearch imports (measure.py holds the meter's source above instead) ---
-from hwsearch.targets._meter import Meter, host_name, session
+from hwsearch.targets._meter import Meter, cpu_mark, host_name, neighbours_since, session
 
 # --- end of hwsearch imports ---
 
@@ -178,6 +178,7 @@ def measure_bundle(bundle: Path, out: Path | None = None, threads: int | None = 
         save_json(out, state)
         return out
     m = Meter(threads, provider, reference_onnx=(bundle / manifest["reference"]["file"]).read_bytes())
+    mark = cpu_mark()  # what other processes take of the device's CPUs meanwhile (Linux)
     run = {"started": _now(), "reference_quiet_ms": m.reference_here_ms(), "bursts": len(m.ref_bursts),
            "noise": m.host()["noise"]}
     state["sessions"].append(run)
@@ -194,7 +195,8 @@ def measure_bundle(bundle: Path, out: Path | None = None, threads: int | None = 
                 state["readings"][g["id"]]["graph"] = optimized_graph((bundle / g["file"]).read_bytes(), threads,
                                                                       provider)
         host = m.host()
-        run.update(reference_quiet_ms=m.reference_here_ms(), bursts=int(host["bursts"]), noise=host["noise"])
+        run.update(reference_quiet_ms=m.reference_here_ms(), bursts=int(host["bursts"]), noise=host["noise"],
+                   **neighbours_since(mark))
         save_json(out, state)
         done += len(batch)
         spent = time.monotonic() - t0

@@ -77,6 +77,8 @@ def test_a_bundle_is_measured_with_numpy_and_onnxruntime_only_resumes_after_a_ki
     assert done["complete"] and len(done["sessions"]) == 2 and set(done["readings"]) == {g["id"] for g in
                                                                                          manifest["graphs"]}
     assert all(done["readings"][k] == v for k, v in first["readings"].items())  # kept, not measured again
+    # each run counted what other processes took of the device's CPUs beside it (Linux's /proc/stat)
+    assert all(run["others_cpu"] >= 0 and run["cpus"] >= 1 for run in done["sessions"])
     # another thread count cannot resume it (its readings would mix two settings)
     bad = subprocess.run([*python, str(bundle / "measure.py"), "--threads", "2"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
@@ -88,6 +90,7 @@ def test_a_bundle_is_measured_with_numpy_and_onnxruntime_only_resumes_after_a_ki
     assert r.returncode == 0, r.stderr
     profile = Profile.load(out)
     assert profile.device.measured and profile.device.name == "device" and profile.reference is not None
+    assert profile.reference.neighbours == max(r["others_cpu"] + r["steal_cpu"] for r in done["sessions"])
     assert len(profile.entries) == kinds.count("layer") and len(profile.adapters) == 2
     assert profile.calibration.fitted_on == 12 and manifest["fingerprint"] in profile.calibration.spaces
     (check,) = profile.checks
